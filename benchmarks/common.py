@@ -37,6 +37,29 @@ def matmul_peak(dtype=torch.float32, n: int = 2048, seconds: float = 1.5, device
     return 2 * n**3 / best / 1e9
 
 
+PEAK_CHILD = """
+import sys, torch
+sys.path.insert(0, {here!r})
+from common import matmul_peak
+torch.set_num_threads({threads})
+print(matmul_peak({dtype}, seconds={seconds}), flush=True)
+"""
+
+
+def matmul_peak_concurrent(procs: int, threads: int = 1, dtype: str = "torch.float32",
+                           seconds: float = 3.0) -> list[float]:
+    """GFLOP/s of each of `procs` processes timing matmul_peak at once, `threads` threads each: the peak a
+    process has while the others also compute (how softmaxlab's study workers run)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = PEAK_CHILD.format(here=str(Path(__file__).resolve().parent), threads=threads, dtype=dtype,
+                             seconds=seconds)
+    ps = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    return [float(p.communicate()[0].strip().splitlines()[-1]) for p in ps]
+
+
 def params(layers: int) -> int:
     """Parameters of the equal-budget MLP with `layers` hidden layers (0: the linear classifier)."""
     if layers == 0:

@@ -7,7 +7,8 @@ MLPs L = 2..8), SGD lr 0.01, batch 64, 5 epochs, validation every epoch, then th
 trains all nine in its own child process (so its peak RSS and threads are its own), one after the other:
 
   softmaxlab fp32 / bf16   study.execute on the reproduce plan: the real path, with run records and a
-                           checkpoint every epoch
+                           checkpoint every epoch; by default one training process per core, one thread
+                           each (workers.py); the "1 process" rows are one process on all cores
   PyTorch, idiomatic       a per-sample Dataset + DataLoader(shuffle) + nn.Sequential + optim.SGD, with
                            loss.item() per step and a DataLoader for evaluation, as tutorials write it
   Keras (peer)             benchmarks/peers/keras_study.py, the assignment's own Keras code; only where
@@ -15,8 +16,10 @@ trains all nine in its own child process (so its peak RSS and threads are its ow
 
 Reported: study time (all nine models' training and evaluation, without interpreter start, imports and data
 load; the process wall time beside it), ratios, per-model seconds per epoch and achieved GFLOP/s
-(6 x params x 50,000 / s) against a large-matmul peak measured in this run (the roofline fraction), test
-accuracy (bf16 vs fp32 for the same seeds), and each child's peak RSS. --seeds 3 adds a batched-vs-one-by-one
+(6 x params x 50,000 / s) against a large-matmul peak measured in this run on the same cores (the roofline
+fraction: for a model trained by one of two single-thread processes, the peak of one thread while another
+process also multiplies; for one process, the all-core peak), test accuracy (bf16 vs fp32 for the same
+seeds), and peak RSS (for several processes: the parent's peak plus each helper's, an upper bound). --seeds 3 adds a batched-vs-one-by-one
 comparison of softmaxlab's 3-seed study (what `softmaxlab reproduce` runs).
 """
 
@@ -42,7 +45,7 @@ sys.path.insert(0, str(HERE))
 def child_softmaxlab(args) -> dict:
     import torch  # noqa: F401
 
-    from softmaxlab import runs
+    from softmaxlab import runs, workers
     from softmaxlab.study import ReproduceConfig, execute, load_data
 
     data = load_data(args.data_dir)
@@ -50,12 +53,19 @@ def child_softmaxlab(args) -> dict:
                            device=args.device).plan()
     unique = list({runs.run_id(c.identity()): c for cs in plan.values() for c in cs}.values())
     t0 = time.perf_counter()
-    res = execute(unique, args.out, data, progress=False, log=lambda s: None, batch_seeds=args.batch_seeds)
+    res = execute(unique, args.out, data, progress=False, log=lambda s: None, batch_seeds=args.batch_seeds,
+                  workers=args.workers or None)
     study_s = time.perf_counter() - t0
+    import resource
+
+    # this process's peak plus its helpers' (the largest one's, times their number): all resident at once
+    helpers = workers.resolve(args.workers or None, unique) - 1
+    rss_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+              + helpers * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     models = [dict(layers=r["layers"], width=r["width"], params=r["params"], seed=r["seed"],
                    train_s=r["train_time_s"], wall_s=r["wall_time_s"], test_acc=r.get("test_acc"),
-                   status=r["status"], trained_with=r.get("trained_with", 1)) for r in res]
-    return dict(study_s=study_s, models=models)
+                   status=r["status"], trained_with=r.get("trained_with", 1), threads=r["threads"]) for r in res]
+    return dict(study_s=study_s, models=models, rss_all_mb=rss_mb, processes=helpers + 1)
 
 
 def child_torch_idiomatic(args) -> dict:
@@ -124,6 +134,7 @@ def child_main(argv) -> None:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-seeds", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0, help="0: softmaxlab's default (one process per core)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
@@ -152,11 +163,13 @@ def run_child(cmd: list[str]) -> dict:
 
 
 def softmaxlab_child(args, tmp: Path, precision: str, seeds: int = 1, batch_seeds: bool = True,
-                     device: str = "cpu") -> dict:
-    out = tmp / f"runs-{device}-{precision}-{seeds}-{int(batch_seeds)}"
+                     device: str = "cpu", workers: int = 0) -> dict:
+    print(f"... softmaxlab {device} {precision}, {seeds} seed(s), workers {workers or 'default'}", file=sys.stderr,
+          flush=True)
+    out = tmp / f"runs-{device}-{precision}-{seeds}-{int(batch_seeds)}-{workers}"
     cmd = [sys.executable, __file__, "--child", "softmaxlab", "--epochs", str(args.epochs), "--seeds",
            str(seeds), "--precision", precision, "--batch-seeds", str(int(batch_seeds)), "--out", str(out),
-           "--device", device]
+           "--device", device, "--workers", str(workers)]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     r = run_child(cmd)
@@ -187,30 +200,52 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=1, help="3 adds the batched-seeds comparison")
     ap.add_argument("--no-keras", action="store_true", help="skip the Keras peer")
     ap.add_argument("--no-baseline", action="store_true", help="skip the idiomatic PyTorch loop")
+    ap.add_argument("--gpu-only", action="store_true",
+                    help="only the CUDA contenders and the CPU fp32 study they are compared with")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
 
     import torch
-    from common import machine, matmul_peak, table, train_flops
+    from common import machine, matmul_peak, matmul_peak_concurrent, table, train_flops
 
     from softmaxlab.models import width_for_budget
+    from softmaxlab.workers import cpu_count
 
     specs = [(0, 0)] + [(L, width_for_budget(L)) for L in range(1, 9)]
-    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    cores = cpu_count()
+    procs = min(cores, len(specs))  # softmaxlab's default: one training process per core
+    per_proc_threads = max(1, cores // procs)
+
+    def peaks() -> dict:
+        """fp32 / bf16 GFLOP/s of one process on every core, and of each of `procs` processes at once."""
+        one32, one16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+        each32 = matmul_peak_concurrent(procs, per_proc_threads, "torch.float32")
+        each16 = matmul_peak_concurrent(procs, per_proc_threads, "torch.bfloat16")
+        return dict(one32=one32, one16=one16, each32=sum(each32) / procs, each16=sum(each16) / procs,
+                    all32=sum(each32), all16=sum(each16))
+
+    pk = peaks()
     have_tf = importlib.util.find_spec("tensorflow") is not None and not args.no_keras
     res: dict[str, dict] = {}
+    if args.gpu_only and not torch.cuda.is_available():
+        raise SystemExit("--gpu-only: no CUDA device here")
     with tempfile.TemporaryDirectory(prefix="softmaxlab-bench-") as tmp:
         tmp = Path(tmp)
         res["softmaxlab fp32"] = softmaxlab_child(args, tmp, "fp32")
-        res["softmaxlab bf16"] = softmaxlab_child(args, tmp, "bf16")
-        if not args.no_baseline:
+        if not args.gpu_only:
+            res["softmaxlab bf16"] = softmaxlab_child(args, tmp, "bf16")
+            res["softmaxlab fp32, 1 process"] = softmaxlab_child(args, tmp, "fp32", workers=1)
+            res["softmaxlab bf16, 1 process"] = softmaxlab_child(args, tmp, "bf16", workers=1)
+        if args.gpu_only:
+            pass
+        elif not args.no_baseline:
             cmd = [sys.executable, __file__, "--child", "torch_idiomatic", "--epochs", str(args.epochs)]
             r = run_child(cmd + (["--data-dir", args.data_dir] if args.data_dir else []))
             res["PyTorch idiomatic (DataLoader)"] = {
                 **json.loads(next(ln for ln in r["lines"] if ln.startswith("RESULT "))[7:]), **r}
-        if have_tf:
+        if have_tf and not args.gpu_only:
             res["Keras peer (TF CPU)"] = keras_child(args, tmp, specs)
-        if args.seeds > 1:
+        if args.seeds > 1 and not args.gpu_only:
             res[f"softmaxlab fp32, {args.seeds} seeds, one by one"] = softmaxlab_child(
                 args, tmp, "fp32", args.seeds, batch_seeds=False)
             res[f"softmaxlab fp32, {args.seeds} seeds, batched"] = softmaxlab_child(
@@ -221,16 +256,18 @@ def main(argv=None) -> None:
                 if args.seeds > 1:
                     res[f"softmaxlab CUDA {prec}, {args.seeds} seeds, batched"] = softmaxlab_child(
                         args, tmp, prec, args.seeds, device="cuda")
-    peak32 = max(peak32, matmul_peak(torch.float32))
-    peak16 = max(peak16, matmul_peak(torch.bfloat16))
+    again = peaks()  # before and after the contenders: the better of the two, so no fraction is flattered
+    pk = {k: max(v, again[k]) for k, v in pk.items()}
 
     keras = res.get("Keras peer (TF CPU)")
     idio = res.get("PyTorch idiomatic (DataLoader)")
     print(f"machine: {machine()}" + (f", tensorflow {keras['tensorflow']}" if keras else ""))
     print(f"command: python benchmarks/study.py --epochs {args.epochs} --seeds {args.seeds}"
           + (" --no-keras" if args.no_keras else "") + (" --no-baseline" if args.no_baseline else ""))
-    print(f"large matmul (2048^3): fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s"
-          + (f", CUDA fp32 {matmul_peak(torch.float32, 8192, device='cuda'):.0f}, bf16 "
+    print(f"large matmul (2048^3), one process on all {cores} cores: fp32 {pk['one32']:.0f} GFLOP/s, bf16 "
+          f"{pk['one16']:.0f}; each of {procs} processes x {per_proc_threads} thread(s) at once: fp32 "
+          f"{pk['each32']:.0f} (sum {pk['all32']:.0f}), bf16 {pk['each16']:.0f} (sum {pk['all16']:.0f})"
+          + (f"; CUDA fp32 {matmul_peak(torch.float32, 8192, device='cuda'):.0f}, bf16 "
              f"{matmul_peak(torch.bfloat16, 8192, device='cuda'):.0f}" if torch.cuda.is_available() else "")
           + ("" if have_tf else "; Keras peer skipped" if args.no_keras else "; tensorflow not installed: "
              "no Keras peer") + "\n")
@@ -239,47 +276,67 @@ def main(argv=None) -> None:
         a = [m["test_acc"] for m in r["models"] if m.get("test_acc") is not None]
         return sum(a) / len(a)
 
+    def layout(r):
+        if "processes" not in r:
+            return "-"
+        return f"{r['processes']} x {r['models'][0]['threads']}"
+
     rows = []
     for name, r in res.items():
-        rows.append([name, f"{r['study_s']:.1f}", f"{r['wall_s']:.1f}",
+        rows.append([name, layout(r), f"{r['study_s']:.1f}", f"{r['wall_s']:.1f}",
                      f"{keras['study_s'] / r['study_s']:.2f}x" if keras else "-",
                      f"{idio['study_s'] / r['study_s']:.2f}x" if idio else "-",
-                     f"{r['rss_mb']:.0f}", f"{acc(r):.4f}"])
-    print(table(["contender", "study s", "process wall s", "vs Keras", "vs idiomatic PyTorch", "peak RSS MB",
-                 "mean test acc"], rows))
+                     f"{r.get('rss_all_mb', r['rss_mb']):.0f}", f"{acc(r):.4f}"])
+    print(table(["contender", "processes x threads", "study s", "process wall s", "vs Keras",
+                 "vs idiomatic PyTorch", "peak RSS MB (all processes)", "mean test acc"], rows))
 
     def by_layers(r):
         return {m["layers"]: m for m in r["models"] if m.get("seed", 0) == 0}
 
+    if args.gpu_only:
+        return gpu_table(res, specs, args, by_layers(res["softmaxlab fp32"]), by_layers, table)
     f32, b16 = by_layers(res["softmaxlab fp32"]), by_layers(res["softmaxlab bf16"])
+    o32, o16 = by_layers(res["softmaxlab fp32, 1 process"]), by_layers(res["softmaxlab bf16, 1 process"])
     kr, ir = (by_layers(keras) if keras else {}), (by_layers(idio) if idio else {})
-    rows, fl_tot, t32_tot, t16_tot, fr32, fr16 = [], 0.0, 0.0, 0.0, [], []
+    rows, fl_tot, fr32, fr16, fro32 = [], 0.0, [], [], []
     for L, k in specs:
         fl = train_flops(L) * args.epochs
-        t32, t16 = f32[L]["train_s"], b16[L]["train_s"]
-        g32, g16 = fl / t32 / 1e9, fl / t16 / 1e9
-        fl_tot, t32_tot, t16_tot = fl_tot + fl, t32_tot + t32, t16_tot + t16
-        fr32.append(g32 / peak32)
-        fr16.append(g16 / peak16)
+        fl_tot += fl
+        t32, t16, to32, to16 = f32[L]["train_s"], b16[L]["train_s"], o32[L]["train_s"], o16[L]["train_s"]
+        g32, g16, go32 = fl / t32 / 1e9, fl / t16 / 1e9, fl / to32 / 1e9
+        fr32.append(g32 / pk["each32"])
+        fr16.append(g16 / pk["each16"])
+        fro32.append(go32 / pk["one32"])
         rows.append([("linear" if L == 0 else f"L={L} k={k}"), f"{f32[L]['params']:,}",
-                     f"{t32 / args.epochs:.3f}", f"{g32:.0f}", f"{100 * g32 / peak32:.0f}%",
-                     f"{t16 / args.epochs:.3f}", f"{g16:.0f}", f"{100 * g16 / peak16:.0f}%",
+                     f"{t32 / args.epochs:.3f}", f"{g32:.0f}", f"{100 * fr32[-1]:.0f}%",
+                     f"{t16 / args.epochs:.3f}", f"{g16:.0f}", f"{100 * fr16[-1]:.0f}%",
+                     f"{to32 / args.epochs:.3f}", f"{100 * fro32[-1]:.0f}%", f"{to16 / args.epochs:.3f}",
                      f"{kr[L]['wall_s'] / f32[L]['wall_s']:.1f}x" if kr else "-",
                      f"{ir[L]['wall_s'] / f32[L]['wall_s']:.1f}x" if ir else "-",
                      f"{f32[L]['test_acc']:.4f}", f"{b16[L]['test_acc']:.4f}",
                      f"{100 * (b16[L]['test_acc'] - f32[L]['test_acc']):+.2f}",
                      f"{kr[L]['test_acc']:.4f}" if kr else "-"])
     print()
-    print(table(["model", "params", "fp32 s/epoch", "fp32 GFLOP/s", "of fp32 peak", "bf16 s/epoch",
-                 "bf16 GFLOP/s", "of bf16 peak", "Keras/fp32 model wall", "idiomatic/fp32 model wall",
-                 "fp32 test acc", "bf16 test acc", "bf16-fp32 pp", "Keras test acc"], rows))
-    g32, g16 = fl_tot / t32_tot / 1e9, fl_tot / t16_tot / 1e9
-    print(f"\nwhole study, training only: fp32 {g32:.0f} GFLOP/s = {100 * g32 / peak32:.0f}% of the fp32 matmul peak "
-          f"(mean of the nine models' fractions {100 * sum(fr32) / len(fr32):.0f}%); bf16 {g16:.0f} GFLOP/s = "
-          f"{100 * g16 / peak32:.0f}% of the fp32 peak, {100 * g16 / peak16:.0f}% of the bf16 peak.")
+    print(table(["model", "params", "fp32 s/epoch", "fp32 GFLOP/s", "of its cores' fp32 peak", "bf16 s/epoch",
+                 "bf16 GFLOP/s", "of its cores' bf16 peak", "1-process fp32 s/epoch", "of all-core fp32 peak",
+                 "1-process bf16 s/epoch", "Keras/fp32 model wall", "idiomatic/fp32 model wall", "fp32 test acc",
+                 "bf16 test acc", "bf16-fp32 pp", "Keras test acc"], rows))
+    mean = lambda xs: 100 * sum(xs) / len(xs)  # noqa: E731
+    s32, s16 = res["softmaxlab fp32"]["study_s"], res["softmaxlab bf16"]["study_s"]
+    print(f"\nroofline, mean of the nine models: fp32 {mean(fr32):.0f}% of the fp32 peak of the cores each trained "
+          f"on ({procs} processes x {per_proc_threads} thread(s), the default); one process on all cores "
+          f"{mean(fro32):.0f}%; bf16 {mean(fr16):.0f}% of the bf16 peak.")
+    print(f"whole machine, whole study (training FLOPs over the study's wall time, evaluation and records "
+          f"included): fp32 {fl_tot / s32 / 1e9:.0f} GFLOP/s = {100 * fl_tot / s32 / 1e9 / pk['all32']:.0f}% of "
+          f"the {procs}-process fp32 peak; bf16 {fl_tot / s16 / 1e9:.0f} GFLOP/s = "
+          f"{100 * fl_tot / s16 / 1e9 / pk['all16']:.0f}% of the bf16 peak.")
     print("s/epoch and GFLOP/s count training steps only (6 x params x 50,000 per epoch); the model-wall ratios "
           "include each side's validation and test passes (and Keras's graph tracing).")
 
+    gpu_table(res, specs, args, f32, by_layers, table)
+
+
+def gpu_table(res, specs, args, f32, by_layers, table) -> None:
     if "softmaxlab CUDA fp32" in res:
         c32, c16 = by_layers(res["softmaxlab CUDA fp32"]), by_layers(res["softmaxlab CUDA bf16"])
         rows = [[("linear" if L == 0 else f"L={L} k={k}"), f"{c32[L]['train_s'] / args.epochs:.3f}",

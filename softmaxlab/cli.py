@@ -216,7 +216,7 @@ def sweep(cfg, data_dir: Optional[Path] = DataDir,
           device: str = typer.Option("auto", help="auto, cpu or cuda."),
           threads: Optional[int] = typer.Option(None, help="torch intra-op threads.")):
     """Train MLPs over hidden-layer counts and seeds; records under --out, re-running resumes."""
-    from .study import check_study, execute, load_data, protocol, summarize
+    from .study import check_study, check_workers, execute, load_data, protocol, summarize
     from .train import TrainConfig
 
     base = TrainConfig(lr=lr, batch_size=batch_size, epochs=epochs, init=init, precision=precision,
@@ -231,6 +231,9 @@ def sweep(cfg, data_dir: Optional[Path] = DataDir,
 
     if cfg.executor not in EXECUTORS:
         raise SoftmaxlabError(f"--executor {cfg.executor!r} is unknown: use {' or '.join(EXECUTORS)}")
+    check_workers(cfg.workers)
+    if cfg.workers is not None and cfg.executor == "ray":
+        raise SoftmaxlabError("--workers is for the local executor (Ray schedules its own): drop --workers")
     if cfg.address is not None and cfg.executor != "ray":
         raise SoftmaxlabError("--address is for --executor ray: add --executor ray or drop --address")
     if cfg.executor == "ray":
@@ -245,7 +248,7 @@ def sweep(cfg, data_dir: Optional[Path] = DataDir,
 
             results = execute_ray(plan, out, data, address=cfg.address, tracker=tracker)
         else:
-            results = execute(plan, out, data, tracker=tracker, batch_seeds=cfg.batch_seeds)
+            results = execute(plan, out, data, tracker=tracker, batch_seeds=cfg.batch_seeds, workers=cfg.workers)
         from .runs import results_csv, write_json
 
         runs.atomic_write(out / "results.csv", results_csv(results))

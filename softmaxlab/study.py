@@ -70,7 +70,8 @@ def check_study(out: Path, kind: str, protocol: dict) -> None:
 
 
 def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool | None = None,
-            log=print, tracker=None, batch_seeds: bool = False) -> list[dict]:
+            log=print, tracker=None, batch_seeds: bool = False, workers: int | None = 1,
+            _helper: bool = False) -> list[dict]:
     """Run every config not yet done under `out`; return all their results (in plan order).
 
     Another process working on the same --out holds a run's lock: we skip it, do the rest, then wait for it.
@@ -78,14 +79,38 @@ def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool
     Off by default: batched GEMMs sum in another order than single ones, so a run's metrics would depend on
     which runs it happened to be grouped with (equal to ~1e-3, not bitwise); the default keeps every run's
     numbers independent of scheduling, resumes and executors.
+    workers: processes that train at once (workers.py), each with its share of the cores as threads; None:
+    one per core on the CPU.
     """
+    from . import workers as pool
+
     out = runs.ensure_dir(out)
     (out / "runs").mkdir(exist_ok=True)
-    runs.remove_stale_temps(out)  # left by a killed sweep; run folders are cleaned under their lock
+    if not _helper:
+        runs.remove_stale_temps(out)  # left by a killed sweep; run folders are cleaned under their lock
     if progress is None:
         progress = sys.stderr.isatty()
     ids = [runs.run_id(c.identity()) for c in cfgs]
+    n_workers = pool.resolve(workers, cfgs, tracker)
+    order = list(zip(cfgs, ids))
+    helpers = []
+    if n_workers > 1:
+        cfgs = pool.per_worker(cfgs, n_workers)
+        order = [(c, runs.run_id(c.identity())) for c in pool.longest_first(cfgs)]
+        todo = [c for c, rid in order if not (out / "runs" / rid / "result.json").exists()]
+        if len(todo) > 1:
+            helpers = pool.start(min(n_workers, len(todo)) - 1, [c for c, _ in order], out, data, batch_seeds,
+                                 echo=log is print)
+    try:
+        results = _execute(order, out, data, progress, log, tracker, batch_seeds, helpers, _helper)
+    finally:
+        pool.stop(helpers)
+    return [results[rid] for rid in ids if rid in results]  # a helper returns the runs it finished
+
+
+def _execute(order, out, data, progress, log, tracker, batch_seeds, helpers, helper_only) -> dict[str, dict]:
     results: dict[str, dict] = {}
+    cfgs = [c for c, _ in order]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -99,7 +124,13 @@ def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool
         if bar is not None:
             bar.update(len(results))
     for wait in (False, True):
-        for cfg, rid in zip(cfgs, ids):
+        if wait and helper_only:  # a helper leaves the runs others hold to them and goes
+            break
+        if wait:
+            from .workers import join
+
+            join(helpers)  # their runs are done (or, if one failed, unlocked for us to train)
+        for cfg, rid in order:
             if rid in results:
                 continue
             res = run_one(cfg, out, data, wait=wait, progress=progress, log=log, tracker=tracker)
@@ -109,7 +140,7 @@ def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool
                     bar.update(1)
     if bar is not None:
         bar.close()
-    return [results[rid] for rid in ids]
+    return results
 
 
 def run_one(cfg: TrainConfig, out: Path, data: Data, wait: bool = False, progress: bool = False,
@@ -230,6 +261,9 @@ class SweepConfig:
     batch_seeds: bool = False
     """Train the seeds of one architecture together (faster; metrics then match one-by-one runs to ~1e-3,
     not bitwise). Local executor only."""
+    workers: Optional[int] = None
+    """Local executor: runs trained at once, each in its own process with its share of the cores as torch threads; None: one
+    per CPU core (1 on CUDA or with --track). A run's metrics depend on its thread count, not on the process."""
 
     def plan(self, base: TrainConfig) -> list[TrainConfig]:
         seeds = parse_range(self.seeds, "seeds", 0)
@@ -244,6 +278,12 @@ class SweepConfig:
             width = width[0]
         return [dataclasses.replace(base, model="mlp", layers=L, width=width, seed=s)
                 for L in parse_range(self.layers, "layers", 1) for s in seeds]
+
+
+def check_workers(workers) -> None:
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise SoftmaxlabError(f"--workers {workers!r} is invalid: pass a positive integer, or leave it unset "
+                              f"for one per CPU core")
 
 
 def protocol(base: TrainConfig) -> dict:
@@ -290,6 +330,9 @@ class ReproduceConfig:
     batch_seeds: bool = False
     """Train the seeds of one architecture together (faster; metrics then match one-by-one runs to ~1e-3,
     not bitwise)."""
+    workers: Optional[int] = None
+    """Runs trained at once, each in its own process with its share of the cores as torch threads; None: one
+    per CPU core (1 on CUDA or with --track). A run's metrics depend on its thread count, not on the process."""
 
     def resolved(self) -> ReproduceConfig:
         if self.quick:
@@ -307,6 +350,7 @@ class ReproduceConfig:
 
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise SoftmaxlabError(f"--seeds {self.seeds!r} is invalid: pass a positive integer")
+        check_workers(self.workers)
         base, seeds = self.base().validate(), range(self.seeds)
         layers = parse_range(self.layers, "layers", 1)
         mlp = lambda L, k, s: dataclasses.replace(base, model="mlp", layers=L, width=k, seed=s)
@@ -336,7 +380,7 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print) -> dict:
     data = load_data(data_dir)
     unique = list({runs.run_id(c.identity()): c for cs in plan.values() for c in cs}.values())
     log(f"reproduce: {len(unique)} runs ({cfg.seeds} seed(s), {cfg.epochs} epoch(s) each) -> {out}")
-    done = execute(unique, out, data, log=log, tracker=tracker, batch_seeds=cfg.batch_seeds)
+    done = execute(unique, out, data, log=log, tracker=tracker, batch_seeds=cfg.batch_seeds, workers=cfg.workers)
     results = {runs.run_id(c.identity()): r for c, r in zip(unique, done)}
     runs.atomic_write(out / "results.csv", runs.results_csv(list(results.values())))
 
