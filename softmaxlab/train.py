@@ -235,7 +235,16 @@ def fit(
 
     checkpoints / on_epoch: one per run (or None). Every run keeps its own init, shuffle order, checkpoint,
     history and divergence record; only the arithmetic is shared. train() is this with S = 1.
+    The runs' thread count (cfg.threads) holds while they train; the caller's is restored after.
     """
+    threads = torch.get_num_threads()
+    try:
+        return _fit(cfgs, data, checkpoints, on_epoch, progress, keep_model)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(cfgs, data, checkpoints, on_epoch, progress, keep_model) -> list[dict]:
     S = len(cfgs)
     checkpoints = list(checkpoints) if checkpoints is not None else [None] * S
     on_epoch = list(on_epoch) if on_epoch is not None else [None] * S

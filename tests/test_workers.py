@@ -119,3 +119,14 @@ def test_helpers_die_with_their_parent(tmp_path):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_a_runs_thread_count_does_not_leak_into_the_caller():
+    """Problem 1 runs in the process that trained with one thread per run: it must get its cores back."""
+    import torch
+
+    from softmaxlab.train import train
+
+    before = torch.get_num_threads()
+    res = train(dataclasses.replace(BASE, threads=1, epochs=1), fakes.fake_data(128, 64))
+    assert res["threads"] == 1 and torch.get_num_threads() == before
