@@ -185,6 +185,12 @@ def verify(out: Path, ref: Path) -> dict:
                 mismatched=len(mismatched), problems=problems)
 
 
+def workers_here() -> int:
+    from softmaxlab.workers import cpu_count
+
+    return min(cpu_count(), planned_runs(SWEEP_ARGS))
+
+
 # ---- 1. kills -------------------------------------------------------------------------------------------------
 
 
@@ -402,7 +408,9 @@ def write_doc(path: Path, kill: dict, conc: dict, bad: dict, num: dict, conf: di
         "## 1. Kills",
         "",
         f"`softmaxlab sweep {' '.join(SWEEP_ARGS)} --out DIR` (4 runs of 3 epochs) was started "
-        f"{kill['restarts']} times and SIGKILLed {kill['kills']} times, restarted after each kill:",
+        f"{kill['restarts']} times and SIGKILLed {kill['kills']} times, restarted after each kill. The sweep trains "
+        f"with its default of one process per core ({workers_here()} here): a kill of the sweep takes its helper "
+        f"process down with it (PR_SET_PDEATHSIG), so each kill interrupts every run in training at that moment:",
         "",
         f"- {modes.get('time', 0)} kills after a random delay (uniform in [{kill['delays'][0]}, {kill['delays'][1]}] "
         "s from the start of the process);",
