@@ -236,9 +236,7 @@ def main(argv=None) -> None:
             res["softmaxlab bf16"] = softmaxlab_child(args, tmp, "bf16")
             res["softmaxlab fp32, 1 process"] = softmaxlab_child(args, tmp, "fp32", workers=1)
             res["softmaxlab bf16, 1 process"] = softmaxlab_child(args, tmp, "bf16", workers=1)
-        if args.gpu_only:
-            pass
-        elif not args.no_baseline:
+        if not args.no_baseline and not args.gpu_only:
             cmd = [sys.executable, __file__, "--child", "torch_idiomatic", "--epochs", str(args.epochs)]
             r = run_child(cmd + (["--data-dir", args.data_dir] if args.data_dir else []))
             res["PyTorch idiomatic (DataLoader)"] = {

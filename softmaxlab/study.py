@@ -105,7 +105,9 @@ def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool
         results = _execute(order, out, data, progress, log, tracker, batch_seeds, helpers, _helper)
     finally:
         pool.stop(helpers)
-    return [results[rid] for rid in ids if rid in results]  # a helper returns the runs it finished
+    if _helper:  # a helper returns the runs it finished; the others are its parent's to collect
+        return [results[rid] for rid in ids if rid in results]
+    return [results[rid] for rid in ids]
 
 
 def _execute(order, out, data, progress, log, tracker, batch_seeds, helpers, helper_only) -> dict[str, dict]:

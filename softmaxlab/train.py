@@ -451,7 +451,7 @@ class Engine:
                 return torch.empty(lead + shape, dtype=dt, device=dev)
 
             prev = [fdt] + self.cdt[:-1]  # dtype of each layer's input as the layer before produces it
-            hidden_bf16 = [l for l in range(self.n) if self.cdt[l] != fdt]
+            low = [self.cdt[l] != fdt for l in range(self.n)]  # the bf16 (hidden) layers
             self._bufs[B] = dict(
                 x=e(B, ins[0]),  # ([S,] B, 784) pixels in [0, 1]
                 a=[e(B, outs[l], dt=self.cdt[l]) for l in range(self.n)],  # layer outputs, logits last
@@ -459,9 +459,9 @@ class Engine:
                 # in bf16 for layer 0, the last hidden layer's bf16 output in fp32 for the fp32 head
                 lo=[e(B, ins[l], dt=self.cdt[l]) if self.cdt[l] != prev[l] else None for l in range(self.n)],
                 da=[e(B, ins[l], dt=self.cdt[l]) if l else None for l in range(self.n)],  # dL/d(input of l)
-                g=[e(B, outs[l], dt=self.cdt[l]) if self.cdt[l] != fdt else None for l in range(self.n)],
-                dW=[e(outs[l], ins[l], dt=self.cdt[l]) if l in hidden_bf16 else None for l in range(self.n)],
-                db=[e(1, outs[l]) if l in hidden_bf16 else None for l in range(self.n)],
+                g=[e(B, outs[l], dt=self.cdt[l]) if low[l] else None for l in range(self.n)],
+                dW=[e(outs[l], ins[l], dt=self.cdt[l]) if low[l] else None for l in range(self.n)],
+                db=[e(1, outs[l]) if low[l] else None for l in range(self.n)],
                 neg1=torch.full(lead + (B, 1), -1.0, dtype=fdt, device=dev),
                 ones=torch.ones(lead + (B, 1), dtype=fdt, device=dev),
             )
