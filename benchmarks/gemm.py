@@ -1,11 +1,14 @@
 """Why bf16 barely pays at batch 64 on a CPU: the step's pieces timed alone, fp32 vs bf16, one thread.
 
-    python benchmarks/gemm.py [--threads 1]
+    python benchmarks/gemm.py [--threads 1] [--repeats 5]
 
 For the two layer shapes that bound the study (784 -> 1024, the widest; 289 -> 289, the narrowest), times
 the forward GEMM (64, in) x (in, out), the weight-gradient GEMM (out, 64) x (64, in) in fp32 (with the SGD
 update fused, as the fp32 step does) and in bf16 (bf16 output), the fp32 master update from a bf16
-gradient, and the refresh of the bf16 weight copy. Median of interleaved repeats, microseconds.
+gradient, and the refresh of the bf16 weight copy; and the same pieces as softmaxlab emulates bf16 on a CPU
+without bf16 matmul units (fp32 GEMMs on bf16 values, each rounding two copies through a bf16 scratch).
+Median of interleaved repeats, microseconds. The machine line says which of the two bf16 paths
+`softmaxlab --precision bf16` takes here.
 """
 
 from __future__ import annotations
@@ -21,14 +24,44 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, table  # noqa: E402
 
+from softmaxlab.train import bf16_gemm  # noqa: E402
+
 
 def timeit(fn, n: int = 200) -> float:
-    for _ in range(10):
+    for _ in range(3):
         fn()
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
     return (time.perf_counter() - t0) / n * 1e6
+
+
+def pieces(i: int, o: int, B: int = 64, lr: float = 0.01) -> dict:
+    """The step's pieces for one layer (in i, out o), as callables; updates scaled down so W stays put."""
+    W = torch.randn(o, i) * 0.01  # fp32 master, (out, in)
+    Wc = W.bfloat16()  # its bf16 copy
+    We = Wc.float()  # its emulated copy: bf16 values in fp32
+    a, g = torch.randn(B, i), torch.randn(B, o)
+    ab, gb = a.bfloat16(), g.bfloat16()
+    z, zb = torch.empty(B, o), torch.empty(B, o, dtype=torch.bfloat16)
+    dW, dWb = torch.empty(o, i), torch.empty(o, i, dtype=torch.bfloat16)
+    scratch = torch.empty(o * i, dtype=torch.bfloat16)
+
+    def rnd(t):  # what Engine._round does
+        return t.copy_(scratch[:t.numel()].view(t.shape).copy_(t))
+
+    return {
+        "forward GEMM fp32": lambda: torch.mm(a, W.t(), out=z),
+        "forward GEMM bf16": lambda: torch.mm(ab, Wc.t(), out=zb),
+        "weight grad + update, fp32 (one fused GEMM)": lambda: W.addmm_(g.t(), a, alpha=-lr * 1e-6),
+        "weight grad GEMM bf16": lambda: torch.mm(gb.t(), ab, out=dWb),
+        "fp32 master += bf16 grad": lambda: W.add_(dWb, alpha=-lr * 1e-6),
+        "bf16 copy of the master": lambda: Wc.copy_(W),
+        "emulated: forward GEMM fp32 + output rounded": lambda: rnd(torch.mm(a, We.t(), out=z)),
+        "emulated: weight grad GEMM fp32 + rounded": lambda: rnd(torch.mm(g.t(), a, out=dW)),
+        "emulated: fp32 master += grad": lambda: W.add_(dW, alpha=-lr * 1e-6),
+        "emulated: rounded copy of the master": lambda: rnd(We.copy_(W)),
+    }
 
 
 def main(argv=None) -> None:
@@ -37,27 +70,16 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    B, lr = 64, 0.01
+    B = 64
     rows = []
     for i, o in [(784, 1024), (289, 289)]:
-        W = torch.randn(o, i) * 0.01  # fp32 master, (out, in)
-        Wc = W.bfloat16()  # its bf16 copy
-        a, g = torch.randn(B, i), torch.randn(B, o)
-        ab, gb = a.bfloat16(), g.bfloat16()
-        z, zb = torch.empty(B, o), torch.empty(B, o, dtype=torch.bfloat16)
-        dWb = torch.empty(o, i, dtype=torch.bfloat16)
-        cases = {
-            "forward GEMM fp32": lambda: torch.mm(a, W.t(), out=z),
-            "forward GEMM bf16": lambda: torch.mm(ab, Wc.t(), out=zb),
-            "weight grad + update, fp32 (one fused GEMM)": lambda: W.addmm_(g.t(), a, alpha=-lr * 1e-6),
-            "weight grad GEMM bf16": lambda: torch.mm(gb.t(), ab, out=dWb),
-            "fp32 master += bf16 grad": lambda: W.add_(dWb, alpha=-lr * 1e-6),
-            "bf16 copy of the master": lambda: Wc.copy_(W),
-        }
+        cases = pieces(i, o, B)
+        # a bf16 fallback kernel can take 10-50 ms a call: time each case for about 0.2 s, not 200 calls
+        n = {k: max(5, min(200, int(0.2e6 / timeit(fn, 3)))) for k, fn in cases.items()}
         times = {k: [] for k in cases}
         for _ in range(args.repeats):  # interleaved, so a busy moment hurts every case alike
             for k, fn in cases.items():
-                times[k].append(timeit(fn))
+                times[k].append(timeit(fn, n[k]))
         med = {k: statistics.median(v) for k, v in times.items()}
         flops = 2 * B * i * o
         for k, t in med.items():
@@ -65,11 +87,12 @@ def main(argv=None) -> None:
         f32 = med["forward GEMM fp32"] + med["weight grad + update, fp32 (one fused GEMM)"]
         b16 = (med["forward GEMM bf16"] + med["weight grad GEMM bf16"] + med["fp32 master += bf16 grad"]
                + med["bf16 copy of the master"])
-        rows.append([f"{i} -> {o}", "**forward + weight gradient + update: fp32 / bf16**", f"{f32:.0f} / {b16:.0f}",
-                     f"{f32 / b16:.2f}x"])
-    print(f"machine: {machine()}; threads {args.threads}")
+        emu = sum(t for k, t in med.items() if k.startswith("emulated"))
+        rows.append([f"{i} -> {o}", "**forward + weight gradient + update: fp32 / bf16 / emulated bf16**",
+                     f"{f32:.0f} / {b16:.0f} / {emu:.0f}", f"{f32 / b16:.2f}x / {f32 / emu:.2f}x"])
+    print(f"machine: {machine()}; threads {args.threads}; softmaxlab's bf16 GEMMs here: {bf16_gemm('cpu')}")
     print(f"command: python benchmarks/gemm.py --threads {args.threads} --repeats {args.repeats}\n")
-    print(table(["layer", "piece", "us (median)", "GFLOP/s (GEMMs) / bf16 speed-up"], rows))
+    print(table(["layer", "piece", "us (median)", "GFLOP/s (GEMMs) / speed-up over fp32"], rows))
 
 
 if __name__ == "__main__":

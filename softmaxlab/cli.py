@@ -173,6 +173,7 @@ def train(cfg, data_dir: Optional[Path] = DataDir,
     from .train import train as train_run
 
     cfg.validate()
+    _precision_note(cfg)
     data = load_data(data_dir)
     tty = sys.stderr.isatty() and not json_out
     if out is not None:
@@ -195,6 +196,14 @@ def train(cfg, data_dir: Optional[Path] = DataDir,
     else:
         at = res["diverged_at"]
         print(f"{res['name']}: DIVERGED at epoch {at['epoch']} step {at['step']} (non-finite loss)")
+
+
+def _precision_note(cfg) -> None:
+    from .train import precision_note
+
+    note = precision_note(cfg)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def _sweep_config():
@@ -222,6 +231,7 @@ def sweep(cfg, data_dir: Optional[Path] = DataDir,
     base = TrainConfig(lr=lr, batch_size=batch_size, epochs=epochs, init=init, precision=precision,
                        train_subset=train_subset, eval_subset=eval_subset, device=device, threads=threads)
     base.validate()
+    _precision_note(base)
     plan = cfg.plan(base)
     for c in plan:
         c.validate()

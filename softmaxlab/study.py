@@ -382,6 +382,11 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print) -> dict:
     data = load_data(data_dir)
     unique = list({runs.run_id(c.identity()): c for cs in plan.values() for c in cs}.values())
     log(f"reproduce: {len(unique)} runs ({cfg.seeds} seed(s), {cfg.epochs} epoch(s) each) -> {out}")
+    from .train import precision_note
+
+    note = precision_note(cfg.base())
+    if note:
+        log(note)
     done = execute(unique, out, data, log=log, tracker=tracker, batch_seeds=cfg.batch_seeds, workers=cfg.workers)
     results = {runs.run_id(c.identity()): r for c, r in zip(unique, done)}
     runs.atomic_write(out / "results.csv", runs.results_csv(list(results.values())))

@@ -60,7 +60,8 @@ class TrainConfig:
     precision: str = "fp32"
     """fp32, or bf16: the hidden layers' matmuls (forward, backward) in bfloat16 with fp32 master weights,
     updates and loss; the 10-way output layer stays fp32 (on a CPU a 10-wide bf16 matmul is slower, not
-    faster). Evaluation is fp32."""
+    faster). Evaluation is fp32. On a CPU without bf16 matmul units (AVX512-BF16, AMX) the bf16 GEMMs are
+    emulated with fp32 ones on bf16-rounded values: the same numbers, no speed-up (result: bf16_gemm)."""
     device: str = "auto"
     """auto (cuda if available), cpu or cuda. Not part of the run's identity."""
     threads: int | None = None
@@ -373,6 +374,8 @@ def _fit(cfgs, data, checkpoints, on_epoch, progress, keep_model) -> list[dict]:
                    threads=torch.get_num_threads(), trained_with=S)
         if dev.type == "cuda":
             out.update(cuda_graph=graph is not None, **({"cuda_graph_error": graph_error} if graph_error else {}))
+        if any(eng.low):
+            out["bf16_gemm"] = "emulated" if eng.emulate else "native"
         if r.diverged is not None:
             out.update(status="diverged", diverged_at=r.diverged)
             results.append(out)
@@ -407,6 +410,29 @@ def _sgd_gemm_(W, g, a, lr: float):
     return W.baddbmm_(g.transpose(1, 2), a, alpha=-lr)
 
 
+def bf16_gemm(device) -> str:
+    """'native' where bf16 GEMMs run on bf16 hardware (CUDA; a CPU with AVX512-BF16 or AMX), else 'emulated'.
+
+    Elsewhere (AVX2, plain AVX-512) CPU PyTorch multiplies bf16 in a fallback kernel: on a 2-core AVX2 EPYC,
+    7-30x slower than fp32 at the study's shapes, 300x at 2048^3 (benchmarks/gemm.py).
+    """
+    if torch.device(device).type != "cpu":
+        return "native"
+    cpu = torch.cpu
+    try:
+        return "native" if cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported() else "emulated"
+    except AttributeError:  # a torch without these probes: ask oneDNN, which covers the same CPUs and more
+        return "native" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "emulated"
+
+
+def precision_note(cfg: TrainConfig) -> str | None:
+    """One line for the user where --precision bf16 will be emulated here (no speed-up to expect), else None."""
+    if cfg.precision != "bf16" or cfg.model != "mlp" or bf16_gemm(resolve_device(cfg.device)) == "native":
+        return None
+    return ("note: this CPU has no bf16 matmul units (AVX512-BF16 or AMX): bf16 is emulated with fp32 GEMMs on "
+            "bf16-rounded values, the same numbers but slower than fp32; use --precision fp32 for speed")
+
+
 class Engine:
     """S same-shaped MLPs as stacked tensors, trained by a hand-written SGD step, no autograd.
 
@@ -415,7 +441,8 @@ class Engine:
     3-D ones for S > 1 (bmm). In bf16 the hidden layers compute from bf16 copies, refreshed after each update.
     """
 
-    def __init__(self, models: list[nn.Module], lr: float, bf16: bool, normalize: bool, device):
+    def __init__(self, models: list[nn.Module], lr: float, bf16: bool, normalize: bool, device,
+                 emulate_bf16: bool | None = None):
         per_model = [[m for m in model.modules() if isinstance(m, nn.Linear)] for model in models]
         self.n, self.S = len(per_model[0]), len(models)
         self.W = [torch.stack([ls[l].weight.detach() for ls in per_model]).to(device) for l in range(self.n)]
@@ -423,22 +450,48 @@ class Engine:
                   for l in range(self.n)]
         self.lr, self.normalize = lr, normalize
         self.fdt = self.W[0].dtype  # master dtype (float32; float64 in the autograd check)
-        # compute dtype per layer: the head stays fp32, it is 10 wide (bf16 gains nothing there)
-        self.cdt = [torch.bfloat16 if bf16 and l < self.n - 1 else self.fdt for l in range(self.n)]
-        self.Wc = [W if dt == self.fdt else W.to(dt) for W, dt in zip(self.W, self.cdt)]
-        self.bc = [b if dt == self.fdt else b.to(dt) for b, dt in zip(self.b, self.cdt)]
+        # the layers that compute in bf16: the hidden ones; the head stays fp32, it is 10 wide (nothing to gain)
+        self.low = [bf16 and l < self.n - 1 for l in range(self.n)]
+        # Without bf16 matmul units the bf16 GEMM is a 7-30x slower fallback: emulate it instead, the same
+        # numbers (operands rounded to bf16, exact products, fp32 sums, the output rounded) from fp32 GEMMs on
+        # tensors that hold bf16 values, in fp32 storage
+        self.emulate = any(self.low) and (bf16_gemm(self.W[0].device) == "emulated" if emulate_bf16 is None
+                                          else emulate_bf16)
+        # storage dtype of each layer's compute tensors (weight copies, activations, gradients)
+        self.cdt = [torch.bfloat16 if low and not self.emulate else self.fdt for low in self.low]
+        self._scratch = torch.empty(0, dtype=torch.bfloat16, device=self.W[0].device)  # emulation's, grown once
+        self.Wc = [self._lowered(W, l) for l, W in enumerate(self.W)]  # the weights as the GEMMs see them
+        self.bc = [self._lowered(b, l) for l, b in enumerate(self.b)]
         v = self._view
         self.Wv, self.bv = [v(w) for w in self.W], [v(b) for b in self.b]
         self.Wcv, self.bcv = [v(w) for w in self.Wc], [v(b) for b in self.bc]
+        # where a layer's input changes precision first: the pixels to bf16 for layer 0, the last hidden layer's
+        # bf16 output to fp32 for the head (emulated: bf16 values in fp32 storage are fp32 already)
+        prev = [False] + self.low[:-1]
+        self.convert = [lo != p and (lo or not self.emulate) for lo, p in zip(self.low, prev)]
         self._bufs: dict[int, dict] = {}
+
+    def _lowered(self, t: torch.Tensor, l: int) -> torch.Tensor:
+        """Layer l's compute copy of a master tensor: itself (fp32 layers), bf16, or bf16 values in fp32."""
+        if not self.low[l]:
+            return t
+        return t.to(torch.bfloat16) if not self.emulate else self._round(t.clone(), l)
+
+    def _round(self, t: torch.Tensor, l: int) -> torch.Tensor:
+        """Emulation only: round layer l's fp32 tensor t to bf16 in place (as the bf16 GEMM rounds its output)."""
+        if self.emulate and self.low[l]:
+            if self._scratch.numel() < t.numel():
+                self._scratch = torch.empty(t.numel(), dtype=torch.bfloat16, device=t.device)
+            t.copy_(self._scratch[:t.numel()].view(t.shape).copy_(t))  # two copies: fp32 -> bf16 -> fp32
+        return t
 
     def _view(self, t: torch.Tensor) -> torch.Tensor:
         return t[0] if self.S == 1 else t
 
     def tensors(self) -> list[torch.Tensor]:
         """Everything a step writes that outlives it (for the CUDA-graph warm-up to restore)."""
-        return [*self.W, *self.b, *(w for w in self.Wc if w.dtype != self.fdt),
-                *(b for b in self.bc if b.dtype != self.fdt)]
+        return [*self.W, *self.b, *(c for c, m in zip(self.Wc, self.W) if c is not m),
+                *(c for c, m in zip(self.bc, self.b) if c is not m)]
 
     def _buffers(self, B: int) -> dict:
         """Activations and gradients for batch size B, allocated once (the last batch of an epoch is smaller)."""
@@ -450,14 +503,11 @@ class Engine:
             def e(*shape, dt=fdt):
                 return torch.empty(lead + shape, dtype=dt, device=dev)
 
-            prev = [fdt] + self.cdt[:-1]  # dtype of each layer's input as the layer before produces it
-            low = [self.cdt[l] != fdt for l in range(self.n)]  # the bf16 (hidden) layers
+            low = self.low
             self._bufs[B] = dict(
                 x=e(B, ins[0]),  # ([S,] B, 784) pixels in [0, 1]
                 a=[e(B, outs[l], dt=self.cdt[l]) for l in range(self.n)],  # layer outputs, logits last
-                # a layer's input in its compute dtype where the layer before made another one: the pixels
-                # in bf16 for layer 0, the last hidden layer's bf16 output in fp32 for the fp32 head
-                lo=[e(B, ins[l], dt=self.cdt[l]) if self.cdt[l] != prev[l] else None for l in range(self.n)],
+                lo=[e(B, ins[l], dt=self.cdt[l]) if self.convert[l] else None for l in range(self.n)],
                 da=[e(B, ins[l], dt=self.cdt[l]) if l else None for l in range(self.n)],  # dL/d(input of l)
                 g=[e(B, outs[l], dt=self.cdt[l]) if low[l] else None for l in range(self.n)],
                 dW=[e(outs[l], ins[l], dt=self.cdt[l]) if low[l] else None for l in range(self.n)],
@@ -475,7 +525,8 @@ class Engine:
         (forward, input gradient, weight gradient) take bf16 operands, as under autocast: the pixels and
         activations rounded, the weights from their bf16 copies; the weight gradient (bf16) and the bias
         gradient (summed in fp32) update the fp32 master weights, which are then copied to bf16 again. The
-        10-way head, the loss and its gradient stay fp32.
+        10-way head, the loss and its gradient stay fp32. Emulated bf16 does the same rounding on fp32
+        tensors, with fp32 GEMMs.
         """
         B = yb.shape[1]
         if self.S == 1:
@@ -484,13 +535,14 @@ class Engine:
         x = buf["x"].copy_(xb).div_(255)  # as data.to_float
         if self.normalize:
             x.sub_(MEAN).div_(STD)
-        acts = []  # acts[l]: the input of layer l in its compute dtype (post-ReLU output of layer l-1)
+        acts = []  # acts[l]: the input of layer l in its compute precision (post-ReLU output of layer l-1)
+        rnd = self._round  # emulated bf16: round where a bf16 GEMM would write bf16; otherwise a no-op
         h = x
         for l in range(self.n):
-            if h.dtype != self.cdt[l]:
-                h = buf["lo"][l].copy_(h)
+            if self.convert[l]:
+                h = rnd(buf["lo"][l].copy_(h), l)
             acts.append(h)
-            h = _linear(buf["a"][l], h, self.Wcv[l], self.bcv[l])
+            h = rnd(_linear(buf["a"][l], h, self.Wcv[l], self.bcv[l]), l)
             if l < self.n - 1:
                 h.relu_()
         y = yb.unsqueeze(-1)
@@ -499,20 +551,20 @@ class Engine:
         g = lsm.exp_().scatter_add_(-1, y, buf["neg1"]).mul_(1.0 / B)  # dL/dz = (softmax - onehot) / B
 
         for l in range(self.n - 1, -1, -1):
-            if g.dtype != self.cdt[l]:  # the fp32 gradient from the head, rounded for the bf16 layer below
-                g = buf["g"][l].copy_(g)
+            if l < self.n - 1 and self.low[l] != self.low[l + 1]:  # the head's fp32 gradient, rounded to bf16
+                g = rnd(buf["g"][l].copy_(g), l)
             if l > 0:  # the input's gradient, with the weights before this step's update
-                da = _mm(buf["da"][l], g, self.Wcv[l])
-            if self.cdt[l] == self.fdt:
+                da = rnd(_mm(buf["da"][l], g, self.Wcv[l]), l)
+            if not self.low[l]:
                 _sgd_gemm_(self.Wv[l], g, acts[l], self.lr)
                 _sgd_gemm_(self.bv[l], buf["ones"], g, self.lr)  # b <- b - lr 1^T g: the batch sum, in one op
             else:
-                dW = _mm(buf["dW"][l], g.transpose(-2, -1), acts[l])  # bf16 GEMM, (out, in)
+                dW = rnd(_mm(buf["dW"][l], g.transpose(-2, -1), acts[l]), l)  # a bf16 GEMM, (out, in)
                 self.Wv[l].add_(dW, alpha=-self.lr)
                 db = torch.sum(g, -2, keepdim=True, dtype=self.fdt, out=buf["db"][l])  # ([S,] 1, out)
                 self.bv[l].add_(db, alpha=-self.lr)
-                self.Wcv[l].copy_(self.Wv[l])  # a fresh bf16 copy for the next forward
-                self.bcv[l].copy_(self.bv[l])
+                rnd(self.Wcv[l].copy_(self.Wv[l]), l)  # a fresh bf16 copy for the next forward
+                rnd(self.bcv[l].copy_(self.bv[l]), l)
             if l > 0:  # through the ReLU: zero where its output was 0
                 g = torch.ops.aten.threshold_backward.grad_input(da, acts[l], 0, grad_input=da)
 

@@ -81,6 +81,18 @@ def test_train_json(mnist_dir):
     assert res["git_commit"] and res["versions"]["torch"]
 
 
+def test_train_bf16_says_how_it_ran(mnist_dir):
+    """bf16 records whether its GEMMs were bf16 or emulated; where emulated, stderr says so in one line."""
+    from softmaxlab.train import bf16_gemm
+
+    p = cli("train", "--layers", "1", "--width", "32", "--epochs", "1", "--train-subset", "640", "--eval-subset",
+            "200", "--precision", "bf16", "--device", "cpu", "--json", "--data-dir", str(mnist_dir), check=True)
+    res = json.loads(p.stdout)
+    assert res["status"] == "ok" and res["config"]["precision"] == "bf16" and res["bf16_gemm"] == bf16_gemm("cpu")
+    notes = [ln for ln in p.stderr.splitlines() if ln.startswith("note: ")]
+    assert len(notes) == (res["bf16_gemm"] == "emulated") and "Traceback" not in p.stderr
+
+
 def test_sweep_records_and_resumes(mnist_dir, tmp_path):
     args = ["sweep", "--layers", "1-2", "--seeds", "0-1", "--width", "16", "--epochs", "1", "--train-subset", "500",
             "--eval-subset", "200", "--out", str(tmp_path), "--data-dir", str(mnist_dir)]

@@ -189,16 +189,20 @@ def test_execute_batches_seeds_and_resumes(tmp_path):
 # ---- bf16 ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("emulate", [False, True], ids=["native", "emulated"])
 @pytest.mark.parametrize("S", [1, 2])
-def test_bf16_step_is_the_autocast_step(S):
+def test_bf16_step_is_the_autocast_step(S, emulate):
     """The bf16 step == autograd on the same mixed-precision graph: hidden layers as autocast runs them (bf16
     inputs, weights, bias; bf16 GEMMs forward and backward), an fp32 head and loss, fp32 master weights
-    updated by SGD. Equal up to bf16 rounding of the bias gradient (the engine sums it in fp32)."""
+    updated by SGD. Equal up to bf16 rounding of the bias gradient (the engine sums it in fp32). Both ways
+    of computing it: bf16 GEMMs, and their emulation by fp32 GEMMs on bf16-rounded values (CPUs without
+    bf16 units)."""
     torch.manual_seed(0)
     sizes = (784, 48, 32, 10)
     models = [nn.Sequential(nn.Linear(784, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
               for _ in range(S)]
-    eng = Engine(models, lr=0.1, bf16=True, normalize=False, device="cpu")
+    eng = Engine(models, lr=0.1, bf16=True, normalize=False, device="cpu", emulate_bf16=emulate)
+    assert eng.emulate == emulate
     masters = [[p.detach().clone().requires_grad_() for p in m.parameters()] for m in models]
     for B in (64, 64, 17):
         xb = torch.randint(0, 256, (S, B, 784), dtype=torch.uint8)
@@ -228,11 +232,45 @@ def test_bf16_step_is_the_autocast_step(S):
         assert any(not torch.equal(got[k], v) for k, v in m.state_dict().items())  # it did train
 
 
+@pytest.mark.parametrize("S", [1, 3])
+def test_bf16_emulation_is_bf16(S):
+    """Emulated bf16 (fp32 GEMMs on bf16 values, fp32 storage) == bf16 GEMMs, step after step: losses and
+    master weights agree to float rounding of the sums, and the compute copies hold bf16 values only. A missed
+    rounding anywhere (pixels, an output, the weight copy, the gradient) leaves fp32 bits and fails this."""
+    torch.manual_seed(1)
+    models = [nn.Sequential(nn.Linear(784, 40), nn.ReLU(), nn.Linear(40, 24), nn.ReLU(), nn.Linear(24, 10))
+              for _ in range(S)]
+    nat = Engine(models, lr=0.1, bf16=True, normalize=False, device="cpu", emulate_bf16=False)
+    emu = Engine(models, lr=0.1, bf16=True, normalize=False, device="cpu", emulate_bf16=True)
+    fp32 = Engine(models, lr=0.1, bf16=False, normalize=False, device="cpu")
+    assert emu.emulate and not nat.emulate and all(w.dtype == torch.float32 for w in emu.Wc)
+    for B in (64,) * 6 + (17,):
+        xb = torch.randint(0, 256, (S, B, 784), dtype=torch.uint8)
+        yb = torch.randint(0, 10, (S, B))
+        ln, le, lf = torch.empty(S), torch.empty(S), torch.empty(S)
+        nat.step(xb, yb, ln)
+        emu.step(xb, yb, le)
+        fp32.step(xb, yb, lf)
+        torch.testing.assert_close(le, ln, rtol=1e-5, atol=0)
+        bufs = emu._buffers(B)
+        # the compute copies; the hidden layers' outputs, input gradients and weight gradients; the pixels and
+        # the head's gradient where they enter the bf16 layers
+        for t in [*emu.Wc[:-1], *emu.bc[:-1], *bufs["a"][:-1], *bufs["da"][1:-1], *bufs["dW"][:-1],
+                  bufs["lo"][0], bufs["g"][-2]]:
+            assert torch.equal(t, t.bfloat16().float())  # bf16 values, in fp32 storage
+    for l in range(3):
+        torch.testing.assert_close(emu.W[l], nat.W[l], rtol=0, atol=2e-5)
+        torch.testing.assert_close(emu.b[l], nat.b[l], rtol=0, atol=2e-5)
+        # and bf16 is not fp32: the rounding is really there (the gap is ~100x the emulation's)
+        assert (emu.W[l] - fp32.W[l]).abs().max() > 10 * (emu.W[l] - nat.W[l]).abs().max()
+
+
 def test_bf16_close_to_fp32_on_fake_data():
     data = fake_data()
     a = train(TINY, data)
     b = train(dataclasses.replace(TINY, precision="bf16"), data)
     assert b["status"] == "ok" and abs(a["test_acc"] - b["test_acc"]) <= 0.02
+    assert b["bf16_gemm"] == train_mod.bf16_gemm("cpu") and "bf16_gemm" not in a  # how it ran, on record
     assert b["history"][-1]["train_loss"] == pytest.approx(a["history"][-1]["train_loss"], rel=0.1)
     bb = train_batched([dataclasses.replace(TINY, precision="bf16", seed=s) for s in (0, 1)], data)
     assert_close_metrics(bb[0], b, rel=0.05, acc=0.02)
