@@ -16,7 +16,10 @@ TRAIN = 50_000  # images per epoch under the assignment's split
 
 def machine() -> str:
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return (f"{cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}{gpu}; "
+    from softmaxlab.train import bf16_gemm
+
+    return (f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}, bf16 GEMMs {bf16_gemm('cpu')}), "
+            f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}{gpu}; "
             f"{platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}")
 
 
