@@ -413,8 +413,8 @@ def _sgd_gemm_(W, g, a, lr: float):
 def bf16_gemm(device) -> str:
     """'native' where bf16 GEMMs run on bf16 hardware (CUDA; a CPU with AVX512-BF16 or AMX), else 'emulated'.
 
-    Elsewhere (AVX2, plain AVX-512) CPU PyTorch multiplies bf16 in a fallback kernel: on a 2-core AVX2 EPYC,
-    7-30x slower than fp32 at the study's shapes, 300x at 2048^3 (benchmarks/gemm.py).
+    Elsewhere (AVX2, plain AVX-512) CPU PyTorch multiplies bf16 in a fallback kernel: on a 2-core AVX2 EPYC a
+    whole bf16 step of the study's MLPs took 5-8x as long as an fp32 one (benchmarks/gemm.py).
     """
     if torch.device(device).type != "cpu":
         return "native"
@@ -452,7 +452,7 @@ class Engine:
         self.fdt = self.W[0].dtype  # master dtype (float32; float64 in the autograd check)
         # the layers that compute in bf16: the hidden ones; the head stays fp32, it is 10 wide (nothing to gain)
         self.low = [bf16 and l < self.n - 1 for l in range(self.n)]
-        # Without bf16 matmul units the bf16 GEMM is a 7-30x slower fallback: emulate it instead, the same
+        # Without bf16 matmul units the bf16 GEMM is a fallback 3-8x slower than fp32: emulate it instead, the same
         # numbers (operands rounded to bf16, exact products, fp32 sums, the output rounded) from fp32 GEMMs on
         # tensors that hold bf16 values, in fp32 storage
         self.emulate = any(self.low) and (bf16_gemm(self.W[0].device) == "emulated" if emulate_bf16 is None
