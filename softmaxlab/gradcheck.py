@@ -14,11 +14,14 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.nn.functional as F
 
 from softmaxlab.sampled import (
     ESTIMATORS,
-    _reference_weights,
     draw_sampled_values,
+    nce_grads,
+    nce_loss,
+    reference_weights,
     sampled_softmax_grads,
     sampled_softmax_loss,
 )
@@ -125,7 +128,7 @@ def _sampled_checks(estimator: str, mode: str, dtype, seed: int, tol: float, fd:
         return sampled_softmax_loss(x_, W_, b_, y, None, estimator=estimator, sampled_values=sv, num_true=T)
 
     def autograd_loss(x_, W_, b_):
-        A, Y, shift = _reference_weights(estimator, y, sv, W.shape[0], True, in_batch, x.dtype)
+        A, Y, shift = reference_weights(estimator, y, sv, W.shape[0], True, in_batch, x.dtype)
         z = x_ @ W_.T + b_
         return (torch.logsumexp(z + torch.log(A), 1) - (Y * z).sum(1) - shift).mean()
 
@@ -147,6 +150,38 @@ def _sampled_checks(estimator: str, mode: str, dtype, seed: int, tol: float, fd:
     return rows
 
 
+def _nce_checks(dtype, seed: int, tol: float, fd: bool) -> list[dict]:
+    """nce_loss on the shared setup (repeated ids, hits), hits masked by TF's rule and num_true 2."""
+    x, W, b, y, sv, _ = _sampled_setup("num_true2", seed, dtype)
+
+    def function_loss(x_, W_, b_):
+        return nce_loss(x_, W_, b_, y, None, sampled_values=sv, num_true=2, remove_accidental_hits="tf",
+                        reduction="sum")
+
+    def autograd_loss(x_, W_, b_):  # tf.nn.nce_loss written out: sigmoid cross-entropy on z - log Q
+        z = x_ @ W_.T + b_
+        o_t = z.gather(1, y) - torch.log(sv.true_expected_count)
+        o_s = z[:, sv.sampled_candidates] - torch.log(sv.sampled_expected_count)
+        is_true = (sv.sampled_candidates[None, :, None] == y[:, None, :]).any(2)  # (B, K)
+        later = (sv.sampled_candidates[:, None] == sv.sampled_candidates[None, :]).triu(1).any(1)  # (K,)
+        keep = ~(is_true & ~later)
+        return ((F.softplus(o_t) - o_t / 2).sum() + (keep * F.softplus(o_s)).sum())
+
+    loss, dW, db, dx = nce_grads(x, W, b, y, sv, remove_accidental_hits="tf")
+    closed = [loss.sum(), dx, dW, db]
+    auto = _grads(autograd_loss, (x, W, b))
+    func = _grads(function_loss, (x, W, b))
+    rows = [_row("nce.closed_form_vs_autograd", _max_err(closed, auto), tol),
+            _row("nce.function_vs_closed_form", _max_err(func, closed), tol)]
+    if fd:
+        ts = [t.clone() for t in (x, W, b)]
+        num = _fd_grads(lambda: function_loss(*ts), ts)
+        ok = torch.autograd.gradcheck(function_loss, tuple(t.clone().requires_grad_() for t in (x, W, b)),
+                                      raise_exception=False, fast_mode=True)
+        rows.append(_row("nce.finite_difference+gradcheck", _max_err(num, func[1:]), tol, ok))
+    return rows
+
+
 def run_checks(dtype: torch.dtype = torch.float64, seed: int = 0) -> list[dict]:
     """All named checks: [{name, max_abs_err, tol, ok}]. Finite differences run in float64 only."""
     if dtype not in _TOL:
@@ -158,7 +193,7 @@ def run_checks(dtype: torch.dtype = torch.float64, seed: int = 0) -> list[dict]:
     for estimator in ESTIMATORS:
         for mode in MODES:
             rows += _sampled_checks(estimator, mode, dtype, seed, tol, fd)
-    return rows
+    return rows + _nce_checks(dtype, seed, tol, fd)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
+from softmaxlab.samplers.alias import alias_table as _alias_table
 from softmaxlab.errors import SoftmaxlabError
 from softmaxlab.samplers import (
     LogUniformSampler,
     ProbsSampler,
     UniformSampler,
     UnigramSampler,
-    _alias_table,
     make_sampler,
 )
 

@@ -32,10 +32,20 @@ from typing import NamedTuple
 
 import torch
 
+from softmaxlab.samplers.alias import alias_table
 from softmaxlab.errors import SoftmaxlabError
 
 _MAX_UNIQUE_DRAWS = 1 << 25  # give up on unique sampling after this many tries (pathological q)
 _MAX_REJECTION_ROUNDS = 200  # give up on per-row exclusion after this many rounds (q(excluded) ~ 1)
+
+
+def tf_expected_count(q: torch.Tensor, num_sampled: int, num_tries) -> torch.Tensor:
+    """TensorFlow's ExpectedCountHelper (core/kernels/range_sampler.cc), in float64: K q when num_tries == K
+    (always so without unique), else -expm1(T log1p(-q)). num_tries: an int, or (B,) per row of q (B, ...)."""
+    T = torch.as_tensor(num_tries, device=q.device)
+    T = T.reshape(T.shape + (1,) * (q.dim() - T.dim())) if T.dim() else T
+    inclusion = -torch.expm1(T.to(torch.float64) * torch.log1p(-q))
+    return torch.where(T == num_sampled, num_sampled * q, inclusion)
 
 
 class Draw(NamedTuple):
@@ -116,9 +126,6 @@ class Sampler:
         """Move the sampler's tables to `device` (in place, like nn.Module.to) and return it."""
         self.device = torch.device(device)
         return self
-
-    def log_probs(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.log(self.probs(ids))
 
     def _check_generator(self, generator):
         if generator is not None and generator.device.type != self.device.type:
@@ -219,9 +226,13 @@ class Sampler:
         return -torch.expm1(num_tries.to(torch.float64)[:, None] * torch.log1p(-qp))
 
     def expected_count(
-        self, ids: torch.Tensor, K: int, unique: bool = False, num_tries: int | None = None
+        self, ids: torch.Tensor, K: int, unique: bool = False, num_tries: int | None = None,
+        convention: str = "inclusion",
     ) -> torch.Tensor:
-        """Q_j: expected count of class j in a draw of K ids (float64, shape of ids)."""
+        """Q_j: expected count of class j in a draw of K ids (float64, shape of ids).
+
+        convention 'inclusion' (softmaxlab's): for unique draws always 1 - (1 - q_j)^T, which never exceeds 1;
+        'tf': TensorFlow's ExpectedCountHelper, K q_j when the unique draw took exactly T = K tries."""
         q = self.probs(ids)
         if not unique:
             return K * q
@@ -229,6 +240,10 @@ class Sampler:
             raise SoftmaxlabError(
                 "expected_count with unique=True needs num_tries (returned by sample(..., unique=True))"
             )
+        if convention == "tf":
+            return tf_expected_count(q, K, num_tries)
+        if convention != "inclusion":
+            raise SoftmaxlabError(f"unknown convention {convention!r}; choose 'inclusion' or 'tf'")
         # TensorFlow's approximation of the inclusion probability: P(j in T tries) = 1 - (1 - q_j)^T.
         return -torch.expm1(num_tries * torch.log1p(-q))
 
@@ -247,10 +262,10 @@ class UniformSampler(Sampler):
     def probs(self, ids):
         return torch.full(ids.shape, 1.0 / self.num_classes, dtype=torch.float64, device=ids.device)
 
-    def expected_count(self, ids, K, unique=False, num_tries=None):
-        if unique:  # a uniform draw of K distinct ids is a uniformly random K-subset: P(j in S) = K / C exactly
+    def expected_count(self, ids, K, unique=False, num_tries=None, convention="inclusion"):
+        if unique and convention != "tf":  # a uniform K-subset: P(j in S) = K / C exactly (TF: formula below)
             return torch.full(ids.shape, K / self.num_classes, dtype=torch.float64, device=ids.device)
-        return super().expected_count(ids, K)
+        return super().expected_count(ids, K, unique, num_tries, convention)
 
     def expected_count_excluding(self, ids, K, num_tries, excluded_mass, num_excluded):
         # a uniformly random K-subset of the C - n_b classes left: P(j in S_b) = K / (C - n_b) exactly
@@ -281,45 +296,6 @@ class LogUniformSampler(Sampler):
         return torch.log1p(1.0 / (k + 1.0)) / self.log_range
 
 
-def _alias_table(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Walker's alias table for q (float64, (C,)), built without a Python loop over classes.
-
-    Vose's sweep, vectorised with prefix sums. Scaled masses s = C q split into lights (s < 1, deficit
-    1 - s) and heavies (s >= 1, surplus s - 1). The sweep serves lights in order from the current heavy,
-    which it keeps while its residual mass is >= 1; a heavy whose residual r drops below 1 fills its own
-    bucket (threshold r) and takes 1 - r from the next heavy. With E_i = the summed deficits of the lights
-    before light i and U_j = the summed surpluses of heavies 1..j:
-      light i is served by heavy j(i) = min{j : U_j >= E_i}                      (its alias);
-      heavy j closes at X_j = the first light boundary E > U_j, with residual r_j = U_j - X_j + 1.
-    Bucket k is chosen uniformly; it returns k with probability prob[k], else alias[k].
-    """
-    C = q.numel()
-    s = q * C
-    prob = torch.ones(C, dtype=torch.float64, device=q.device)
-    alias = torch.arange(C, device=q.device)
-    light = s < 1.0
-    L = torch.nonzero(light).squeeze(1)
-    H = torch.nonzero(~light).squeeze(1)
-    if L.numel() == 0 or H.numel() == 0:  # all s == 1: uniform
-        return prob, alias
-    d = 1.0 - s[L]
-    E_end = torch.cumsum(d, 0)  # (a,) end of each light's deficit
-    E = E_end - d  # (a,) start
-    U = torch.cumsum(s[H] - 1.0, 0)  # (b,)
-    j_of_i = torch.searchsorted(U, E, side="left").clamp_(max=H.numel() - 1)
-    prob[L] = s[L]
-    alias[L] = H[j_of_i]
-    bounds = torch.cat([E.new_zeros(1), E_end])  # (a + 1,) light boundaries in the lights-only axis
-    k = torch.searchsorted(bounds, U, side="right")  # first boundary > U_j
-    has = k < bounds.numel()
-    X = bounds[k.clamp(max=bounds.numel() - 1)]
-    r = torch.where(has, (U - X + 1.0).clamp(0.0, 1.0), torch.ones_like(U))
-    r[-1] = 1.0  # the last heavy keeps the rest of the mass (exactly 1 up to roundoff)
-    prob[H] = r
-    alias[H[:-1]] = H[1:]
-    return prob, alias
-
-
 class ProbsSampler(Sampler):
     """An explicit proposal q (C,), drawn in O(1) per id with Walker's alias method."""
 
@@ -345,7 +321,7 @@ class ProbsSampler(Sampler):
         q = q / q.sum()
         self.support = int((q > 0).sum())
         self.q = q
-        self.prob_table, self.alias_table = _alias_table(q)
+        self.prob_table, self.alias_table = alias_table(q)
 
     def to(self, device):
         super().to(device)

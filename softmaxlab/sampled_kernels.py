@@ -1,0 +1,147 @@
+"""The autograd Functions of the sampled losses: gather the candidate rows of W, score them, and scatter the
+gradients back to those rows only (index_add, or a sparse COO tensor), never touching a (B, C) tensor.
+
+  SampledSoftmaxXent  softmax cross-entropy over the candidates, the softmax fused into forward and backward
+  CandidateLogits     the candidate logits (u (B, T), v (B, K)) alone, for losses written on top (NCE)
+Both share gather() and candidate_grads(): the chain rule from dl/du, dl/dv to x, the W rows and the b entries.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+
+def gather(x, W, b, true_ids, sampled_ids, cd):
+    """Wt (B, T, d), Ws (K, d) or (B, K, d) in x's dtype; u (B, T) and v (B, K) in cd, without the bias."""
+    B, d = x.shape
+    T = true_ids.shape[1]
+    # index_select copies whole rows (memcpy); W[ids] goes through the elementwise index kernel
+    Wt = W.index_select(0, true_ids.reshape(-1)).to(x.dtype).view(B, T, d)
+    Ws = W.index_select(0, sampled_ids.reshape(-1)).to(x.dtype)
+    if sampled_ids.dim() == 2:
+        Ws = Ws.view(B, -1, d)
+    u = torch.bmm(Wt, x[:, :, None]).squeeze(2).to(cd)
+    v = (x @ Ws.T if sampled_ids.dim() == 1 else torch.bmm(Ws, x[:, :, None]).squeeze(2)).to(cd)  # ours to modify
+    return Wt, Ws, u, v
+
+
+def candidate_grads(needs, x, Wt, Ws, true_ids, sampled_ids, gu, G, rx, w_meta, sparse):
+    """(dx, dW, db) from dl/du = gu (B, T) and dl/dv = G * rx (G (B, K), rx (B, 1) per-row factors or None).
+
+    Folding rx into (B, d) and (K,) factors saves a pass over (B, K) (shared draws only)."""
+    (C, d), w_dtype, b_dtype = w_meta
+    B, T = true_ids.shape
+    shared = sampled_ids.dim() == 1
+    dx = dW = db = None
+    if needs[0]:
+        dx = torch.bmm(gu[:, None, :], Wt).squeeze(1)  # (B, d)
+        if shared:
+            dx = dx + (G @ Ws * rx if rx is not None else G @ Ws)
+        else:
+            dx = dx + torch.bmm(G[:, None, :], Ws).squeeze(1)
+    rows = torch.cat([true_ids.reshape(-1), sampled_ids.reshape(-1)])  # (B*T + K) or (B*T + B*K)
+    if needs[1]:
+        g_true = (gu[:, :, None] * x[:, None, :]).reshape(B * T, d)
+        if shared:  # (K, d) as the transpose of x^T G: BLAS is faster at (d, B) x (B, K) than (K, B) x (B, d)
+            g_samp = ((x * rx).T @ G).T if rx is not None else (x.T @ G).T
+        else:
+            g_samp = (G[:, :, None] * x[:, None, :]).reshape(-1, d)  # (B*K, d)
+        dW = scatter_rows(rows, torch.cat([g_true, g_samp]).to(w_dtype), (C, d), sparse)
+    if b_dtype is not None and needs[2]:
+        if shared:
+            g_samp = (G.T @ rx).squeeze(1) if rx is not None else G.sum(0, dtype=torch.promote_types(G.dtype, torch.float32))
+        else:
+            g_samp = G.reshape(-1)  # (B*K,)
+        db = scatter_rows(rows, torch.cat([gu.reshape(-1).to(g_samp.dtype), g_samp]).to(b_dtype), (C,), sparse)
+    return dx, dW, db
+
+
+def scatter_rows(rows: torch.Tensor, vals: torch.Tensor, size, sparse: bool) -> torch.Tensor:
+    """Sum vals into the given rows of a zero (C, ...) gradient; repeated rows add up. sparse: an uncoalesced COO
+    tensor (autograd adds it into a dense .grad in place, or keeps it as a sparse .grad)."""
+    if sparse:
+        return torch.sparse_coo_tensor(rows[None], vals, size, check_invariants=False)
+    return torch.zeros(size, dtype=vals.dtype, device=vals.device).index_add_(0, rows, vals)
+
+
+def _mask_(v, mask) -> None:
+    """Set the masked entries of v (B, K) to finfo.min, TF's -FLT_MAX: exp() of it is exactly 0."""
+    if isinstance(mask, tuple):  # sparse hit positions: no (B, K) comparison pass
+        v.index_put_(mask, torch.tensor(torch.finfo(v.dtype).min, dtype=v.dtype))
+    elif mask is not None:
+        v.masked_fill_(mask, torch.finfo(v.dtype).min)
+
+
+class SampledSoftmaxXent(torch.autograd.Function):
+    """loss_b = logsumexp([u_b + alpha_b, v_b + beta_b]) - mean_t(u_bt + gamma_bt), u the true logits (B, T),
+    v the sampled logits (B, K), masked entries of v set to finfo.min; backward by hand:
+    dl/du = softmax_true - 1/T, dl/dv = softmax_sampled, then the chain rule to x, W rows and b entries.
+
+    apply(x (B, d), W (C, d), b (C,) or None, true_ids (B, T), sampled_ids (K,) or (B, K),
+          alpha (B, T), beta (K,) or (B, K), mask, gamma (B, T), reduction, sparse) -> loss
+    mask: None, a (B, K) bool tensor, or a (rows, cols) pair of index tensors of the masked entries.
+    """
+
+    @staticmethod
+    def forward(ctx, x, W, b, true_ids, sampled_ids, alpha, beta, mask, gamma, reduction, sparse):
+        Wt, Ws, u, v = gather(x, W, b, true_ids, sampled_ids, alpha.dtype)
+        if b is not None:
+            u = u + b[true_ids].to(u.dtype)
+            beta = beta + b[sampled_ids].to(u.dtype)  # (K,): one pass over (B, K) less
+        v.add_(beta)
+        _mask_(v, mask)
+        ua = u + alpha  # (B, T)
+        m = torch.maximum(v.amax(1), ua.amax(1))[:, None]  # (B, 1) row max for the log-sum-exp
+        pv = v.sub_(m).exp_()  # (B, K) e^{v + beta - m} in [0, 1], in place; softmax = pv / s
+        pu = torch.exp(ua - m)  # (B, T)
+        s = pv.sum(1, keepdim=True) + pu.sum(1, keepdim=True)  # (B, 1)
+        loss = (m + torch.log(s)).squeeze(1) - (u + gamma).mean(1)  # (B,)
+        # pv stays unnormalised: backward folds 1/s into per-row factors, no extra pass over (B, K)
+        ctx.save_for_backward(x, Wt, Ws, pu, pv, s, true_ids, sampled_ids)
+        ctx.meta = ((W.shape, W.dtype, None if b is None else b.dtype), reduction, sparse)
+        if reduction == "mean":
+            return loss.mean()
+        return loss.sum() if reduction == "sum" else loss
+
+    @staticmethod
+    @once_differentiable  # no double backward: the saved softmax is not a function of the inputs
+    def backward(ctx, grad_out):
+        x, Wt, Ws, pu, pv, s, true_ids, sampled_ids = ctx.saved_tensors
+        w_meta, reduction, sparse = ctx.meta
+        B, T = true_ids.shape
+        scale = grad_out[:, None] if reduction == "none" else (grad_out / B if reduction == "mean" else grad_out)
+        r = scale / s  # (B, 1): dl/dv_bk = pv_bk * r_b (softmax times the upstream gradient)
+        gu = (pu * r - scale / T).to(x.dtype)  # (B, T)  dl/du
+        # fold r into (B, d) / (K,) factors when no dtype cast is needed; 16-bit inputs normalise first
+        # (unnormalised pv @ Ws could overflow float16)
+        fold = sampled_ids.dim() == 1 and x.dtype == pv.dtype
+        G, rx = (pv, r.to(x.dtype)) if fold else ((pv * r).to(x.dtype), None)
+        grads = candidate_grads(ctx.needs_input_grad, x, Wt, Ws, true_ids, sampled_ids, gu, G, rx, w_meta, sparse)
+        return (*grads, None, None, None, None, None, None, None, None)
+
+
+class CandidateLogits(torch.autograd.Function):
+    """apply(x, W, b, true_ids, sampled_ids, cd, sparse) -> (u (B, T), v (B, K)): the candidates' logits in the
+    compute dtype cd, bias included; the loss on top of them is ordinary autograd on (B, K) tensors."""
+
+    @staticmethod
+    def forward(ctx, x, W, b, true_ids, sampled_ids, cd, sparse):
+        Wt, Ws, u, v = gather(x, W, b, true_ids, sampled_ids, cd)
+        if b is not None:
+            u = u + b[true_ids].to(cd)
+            v = v + b[sampled_ids].to(cd)
+        ctx.save_for_backward(x, Wt, Ws, true_ids, sampled_ids)
+        ctx.meta = ((W.shape, W.dtype, None if b is None else b.dtype), sparse)
+        return u, v
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gu, gv):
+        x, Wt, Ws, true_ids, sampled_ids = ctx.saved_tensors
+        w_meta, sparse = ctx.meta
+        gu = torch.zeros(true_ids.shape, dtype=x.dtype, device=x.device) if gu is None else gu.to(x.dtype)
+        G = torch.zeros((x.shape[0], sampled_ids.shape[-1]), dtype=x.dtype, device=x.device) if gv is None \
+            else gv.to(x.dtype)
+        grads = candidate_grads(ctx.needs_input_grad, x, Wt, Ws, true_ids, sampled_ids, gu, G, None, w_meta, sparse)
+        return (*grads, None, None, None, None)
