@@ -200,23 +200,20 @@ class _GradBuffers:
     opt.zero_grad(set_to_none=True) instead of allocating a fresh (C, d) tensor every step.
 
     Before a training forward, a parameter without .grad gets its buffer back. Only the rows that the module's
-    own sparse gradients touched are zeroed, if nothing else wrote to the buffer. The tensor's version counter
-    must show exactly one in-place add per seen gradient, and every gradient must be sparse, so no tied weight
-    added a dense one. Otherwise the whole buffer is zeroed. A buffer that anyone else still references (a
-    .grad kept from an earlier step) is never reused."""
+    own sparse gradients touched are zeroed, if nothing else wrote to the buffer: its version counter must
+    show exactly one in-place add per sparse gradient seen (a dense gradient, from a tied weight, say, or any
+    other in-place write, such as clipping, breaks the count). Otherwise the whole buffer is zeroed. A buffer
+    that anyone else still references (a .grad kept from an earlier step) is never reused."""
 
     def __init__(self):
-        self.state = {}  # name -> [buffer, rows (list of index tensors), expected version, clean]
+        self.state = {}  # name -> [buffer, rows touched (index tensors), expected version]
 
     def seen(self, name, param, grad):
         """Tensor hook: the total gradient of one backward, just before autograd adds it into param.grad."""
         st = self.state.get(name)
-        if st is not None and param.grad is st[0]:
-            if grad.is_sparse and st[3]:
-                st[1].append(grad._indices()[0])
-                st[2] += 1  # autograd's `grad += new` bumps the version once
-            else:
-                st[3] = False
+        if st is not None and param.grad is st[0] and grad.is_sparse:
+            st[1].append(grad._indices()[0])
+            st[2] += 1  # autograd's `grad += new` bumps the version once
         return grad
 
     def attach(self, name, param) -> str:
@@ -226,14 +223,14 @@ class _GradBuffers:
         if buf is None or buf.shape != param.shape or buf.dtype != param.dtype or buf.device != param.device \
                 or sys.getrefcount(buf) > 3:
             buf, how = torch.zeros_like(param, memory_format=torch.contiguous_format), "fresh"
-        elif st[3] and buf._version == st[2]:
+        elif buf._version == st[2]:
             if st[1]:
                 buf.index_fill_(0, torch.cat(st[1]), 0)
             how = "rows"
         else:
             buf.zero_()
             how = "full"
-        self.state[name] = [buf, [], buf._version, True]
+        self.state[name] = [buf, [], buf._version]
         param.grad = buf
         return how
 

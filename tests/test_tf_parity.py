@@ -1,77 +1,24 @@
-"""estimator='logq' against tf.nn.sampled_softmax_loss: stored fixtures always, live TensorFlow when installed.
+"""softmaxlab against TensorFlow itself: stored fixtures always (scripts/make_tf_fixtures.py, TF 2.21), live TF
+where it is installed.
 
-Fixtures come from scripts/make_tf_fixtures.py (TensorFlow 2.21): same inputs and sampled_values give the same
-per-example losses and gradients, with remove_accidental_hits on and off, num_true 1, 2 and 3, float32 and
-float64, and sampled values from TF's own log_uniform_candidate_sampler.
+640 random loss cases: sampled_softmax_loss (estimator='logq') and nce_loss, remove_accidental_hits on and off,
+num_true 1-4, TF's own samplers (log-uniform, uniform, fixed-unigram), unique and with-replacement ids, hits
+planted on ids drawn more than once, duplicate true labels, float32 and float64. Per-example losses and the
+gradients of their sum wrt inputs, weights and biases.
 """
 
-import glob
 import importlib.util
-import math
 import os
 
 import numpy as np
 import pytest
 import torch
 
-from softmaxlab.sampled import sampled_softmax_loss
-from softmaxlab.samplers import LogUniformSampler
+from softmaxlab.sampled import nce_loss, sampled_softmax_loss
+from softmaxlab.samplers import LogUniformSampler, ProbsSampler, UniformSampler, tf_expected_count
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = sorted(glob.glob(os.path.join(HERE, "fixtures", "tf_sampled_*.npz")))
-
-
-def _ours(f, reduction="none"):
-    dtype = torch.float64 if f["inputs"].dtype == np.float64 else torch.float32
-    x, W, b = (torch.tensor(f[k], dtype=dtype, requires_grad=True) for k in ("inputs", "weights", "biases"))
-    loss = sampled_softmax_loss(
-        x, W, b, torch.from_numpy(f["labels"]), None, estimator="logq",
-        sampled_values=tuple(torch.from_numpy(f[k]) for k in ("sampled", "true_expected_count",
-                                                               "sampled_expected_count")),
-        remove_accidental_hits=bool(f["remove_accidental_hits"]), num_true=int(f["num_true"]),
-        reduction=reduction,
-    )
-    loss.sum().backward()
-    return loss.detach(), x.grad, W.grad, b.grad
-
-
-def _max_errs(f):
-    loss, gx, gW, gb = _ours(f)
-    return {k: float(np.abs(ours.numpy() - f[k]).max())
-            for k, ours in (("loss", loss), ("d_inputs", gx), ("d_weights", gW), ("d_biases", gb))}
-
-
-def test_fixtures_exist_and_are_small():
-    assert len(FIXTURES) >= 7
-    assert sum(os.path.getsize(p) for p in FIXTURES) < 200_000
-
-
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: os.path.basename(p)[:-4])
-def test_logq_matches_tensorflow_fixture(path):
-    f = np.load(path)
-    tol = 1e-12 if f["inputs"].dtype == np.float64 else 1e-5
-    errs = _max_errs(f)
-    assert max(errs.values()) < tol, errs
-    if bool(f["remove_accidental_hits"]):
-        hits = (f["labels"][:, :, None] == f["sampled"][None, None, :]).any()
-        assert hits, "fixture meant to test accidental hits has none"
-
-
-def test_expected_count_formula_matches_tensorflows_sampler():
-    """TF's unique log-uniform counts are 1 - (1 - q)^T for one T: recover T, then ours reproduces every count."""
-    f = np.load(os.path.join(HERE, "fixtures", "tf_sampled_t2_tfsampler_f32.npz"))
-    s = LogUniformSampler(f["weights"].shape[0])
-    ids = torch.from_numpy(f["sampled"])
-    K = ids.numel()
-    q = s.probs(ids)
-    Q = torch.from_numpy(f["sampled_expected_count"]).double()
-    i = int(torch.argmin((Q - 0.5).abs()))  # best-conditioned entry
-    T = round(math.log1p(-float(Q[i])) / math.log1p(-float(q[i])))
-    assert T > K  # collisions happened, so TF used 1 - (1 - q)^T, not K q
-    torch.testing.assert_close(s.expected_count(ids, K, unique=True, num_tries=T), Q, rtol=2e-6, atol=0)
-    Qt = s.expected_count(torch.from_numpy(f["labels"]), K, unique=True, num_tries=T)
-    torch.testing.assert_close(Qt, torch.from_numpy(f["true_expected_count"]).double(), rtol=2e-6, atol=0)
-    assert len(set(f["sampled"].tolist())) == K
+FIX = os.path.join(HERE, "fixtures")
 
 
 def _load_script():
@@ -82,40 +29,129 @@ def _load_script():
     return mod
 
 
-def test_logq_matches_live_tensorflow():
+SCRIPT = _load_script()
+CASES = [c for f in ("tf_parity_f32.npz", "tf_parity_f64.npz") for c in SCRIPT.unpack(np.load(os.path.join(FIX, f)))]
+SAMPLER_CASES = SCRIPT.unpack(np.load(os.path.join(FIX, "tf_samplers.npz")))
+KEYS = ("loss", "d_inputs", "d_weights", "d_biases")
+
+
+def ours(c, rule):
+    """softmaxlab's per-example losses and gradients of their sum, for a fixture case and a hit rule."""
+    dtype = torch.float64 if c["inputs"].dtype == np.float64 else torch.float32
+    x, W, b = (torch.tensor(c[k], dtype=dtype, requires_grad=True) for k in ("inputs", "weights", "biases"))
+    sv = tuple(torch.from_numpy(c[k]) for k in ("sampled", "true_expected_count", "sampled_expected_count"))
+    kw = dict(sampled_values=sv, remove_accidental_hits=rule, num_true=int(c["num_true"]), reduction="none")
+    if str(c["kind"]) == "nce":
+        loss = nce_loss(x, W, b, torch.from_numpy(c["labels"]), None, **kw)
+    else:
+        loss = sampled_softmax_loss(x, W, b, torch.from_numpy(c["labels"]), None, estimator="logq", **kw)
+    loss.sum().backward()
+    return dict(zip(KEYS, (loss.detach().numpy(), x.grad.numpy(), W.grad.numpy(), b.grad.numpy())))
+
+
+def errors(c, rule) -> dict:
+    """Per array: max abs error (float64) or max abs error relative to the array's largest entry (float32)."""
+    got = ours(c, rule)
+    f64 = c["inputs"].dtype == np.float64
+    return {k: float(np.abs(got[k] - c[k]).max() / (1.0 if f64 else max(np.abs(c[k]).max(), 1e-30))) for k in KEYS}
+
+
+def tol(c) -> float:
+    return 1e-10 if c["inputs"].dtype == np.float64 else 1e-5
+
+
+def repeated_hit_rows(c) -> np.ndarray:
+    """(B,) bool: the row has a true label that was sampled more than once."""
+    ids = c["sampled"]
+    return np.array([any((ids == t).sum() > 1 for t in row) for row in c["labels"]])
+
+
+def test_fixtures_cover_the_cases_users_hit():
+    assert len(CASES) >= 500
+    assert sum(os.path.getsize(os.path.join(FIX, f)) for f in os.listdir(FIX)) < 1_500_000
+    kinds = {(str(c["kind"]), bool(c["remove_accidental_hits"]), c["inputs"].dtype.name) for c in CASES}
+    assert len(kinds) == 8  # {softmax, nce} x {hits on, off} x {float32, float64}
+    assert {int(c["num_true"]) for c in CASES} == {1, 2, 3, 4}
+    assert {bool(c["unique"]) for c in CASES} == {True, False}
+    assert {str(c["sampler"]) for c in CASES} == {"log_uniform", "uniform", "fixed_unigram"}
+    hits_on = [c for c in CASES if c["remove_accidental_hits"]]
+    assert sum(repeated_hit_rows(c).any() for c in hits_on) >= 50  # where TF's rule differs from ours
+    assert sum(any(len(set(r)) < len(r) for r in c["labels"]) for c in CASES) >= 50  # duplicate true labels
+
+
+@pytest.mark.parametrize("kind", ["softmax", "nce"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_matches_tensorflow_with_tfs_hit_rule(kind, dtype):
+    """remove_accidental_hits='tf' (and False) gives TF's numbers on every case."""
+    cases = [c for c in CASES if str(c["kind"]) == kind and c["inputs"].dtype.name == dtype]
+    assert len(cases) >= 100
+    bad = []
+    for i, c in enumerate(cases):
+        e = errors(c, "tf" if c["remove_accidental_hits"] else False)
+        if max(e.values()) > tol(c):
+            bad.append((i, e))
+    assert not bad, bad[:5]
+
+
+@pytest.mark.parametrize("kind", ["softmax", "nce"])
+def test_mask_every_copy_differs_from_tf_exactly_where_a_hit_repeats(kind):
+    """remove_accidental_hits=True masks every copy of a hit, TF only the last: the per-example losses differ on
+    exactly the rows whose true label was sampled more than once, and agree everywhere else."""
+    cases = [c for c in CASES if str(c["kind"]) == kind and c["remove_accidental_hits"]]
+    n_differ = 0
+    for c in cases:
+        got = ours(c, True)["loss"]
+        rel = np.abs(got - c["loss"]) / np.maximum(np.abs(c["loss"]), 1.0)
+        rows = repeated_hit_rows(c)
+        assert (rel[~rows] <= tol(c)).all(), (c["labels"], c["sampled"])
+        assert (rel[rows] > 10 * tol(c)).all(), (c["labels"], c["sampled"], rel)
+        n_differ += rows.any()
+    assert n_differ >= 20
+
+
+def _our_sampler(c):
+    C = int(c["range_max"])
+    if str(c["sampler"]) == "log_uniform":
+        return LogUniformSampler(C)
+    if str(c["sampler"]) == "uniform":
+        return UniformSampler(C)
+    r = int(c["num_reserved_ids"])
+    w = np.concatenate([np.zeros(r), c["unigrams"] ** float(c["distortion"])])
+    return ProbsSampler(torch.from_numpy(w / w.sum()), _validated=True)
+
+
+def test_tf_expected_counts_in_both_branches_match_tensorflows_samplers():
+    """TF returns K q when a unique draw took exactly K tries and 1 - (1 - q)^T otherwise. From TF's own draws,
+    recover T, then tf_expected_count reproduces TF's counts (float32 precision) for the sampled and true ids;
+    softmaxlab's inclusion convention does not where T == K."""
+    branches = {"K q": 0, "inclusion": 0}
+    for c in SAMPLER_CASES:
+        s, K = _our_sampler(c), int(c["num_sampled"])
+        ids, Q = torch.from_numpy(c["sampled"]), torch.from_numpy(c["sampled_expected_count"]).double()
+        q = s.probs(ids)
+        if torch.allclose(Q, K * q, rtol=1e-5, atol=0):  # TF's shortcut: no collisions, T == K
+            T = K
+        else:
+            i = int(torch.argmax(torch.where(Q < 0.9, q, 0)))  # the best-conditioned entry for T
+            T = round(float(torch.log1p(-Q[i]) / torch.log1p(-q[i])))
+        assert T >= K
+        torch.testing.assert_close(tf_expected_count(q, K, T), Q, rtol=1e-5, atol=0)
+        Qt = tf_expected_count(s.probs(torch.from_numpy(c["labels"])), K, T)
+        torch.testing.assert_close(Qt, torch.from_numpy(c["true_expected_count"]).double(), rtol=1e-5, atol=0)
+        branches["K q" if T == K else "inclusion"] += 1
+        if T == K and float(q.max()) > 1e-3 and str(c["sampler"]) != "uniform":  # TF's shortcut is not softmaxlab's inclusion form (uniform: both K / C)
+            assert not torch.allclose(s.expected_count(ids, K, unique=True, num_tries=T), Q, rtol=1e-4)
+    assert min(branches.values()) >= 30, branches
+
+
+def test_live_tensorflow_on_fresh_cases():
     pytest.importorskip(
         "tensorflow", reason="TensorFlow is not installed (pip install tensorflow-cpu, the 'tf' extra); "
         "the stored-fixture parity tests above still ran"
     )
-    mod = _load_script()
-    for name, (seed, num_true, hits, dtype, sampler) in list(mod.CASES.items()):
-        mod.CASES[name + "_live"] = (seed + 100, num_true, hits, dtype, sampler)
-        f = mod.make_case(name + "_live")
-        tol = 1e-12 if dtype == "float64" else 1e-5
-        errs = _max_errs(f)
-        assert max(errs.values()) < tol, (name, errs)
+    import tensorflow as tf
 
-
-def test_repeated_hit_is_masked_everywhere_unlike_tensorflow():
-    """TF's compute_accidental_hits maps each id to its last position, so with repeated (non-unique) sampled ids
-    only the last copy of a hit is masked. We mask every copy (TF presupposes unique candidates)."""
-    tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed; the documented quirk is not checked")
-    rng = np.random.default_rng(0)
-    x, W, b = rng.standard_normal((2, 3)), rng.standard_normal((6, 3)), np.zeros(6)
-    labels, ids = np.array([[2], [4]]), np.array([2, 1, 2, 5])  # row 0 hits id 2 twice
-    Qt, Qs = np.full((2, 1), 0.5), np.full(4, 0.5)
-    tf_loss = tf.nn.sampled_softmax_loss(W, b, labels, x, 4, 6, sampled_values=(tf.constant(ids), tf.constant(Qt),
-                                         tf.constant(Qs)), remove_accidental_hits=True).numpy()
-    ours = sampled_softmax_loss(torch.tensor(x), torch.tensor(W), torch.tensor(b), torch.tensor(labels), None,
-                                estimator="logq", sampled_values=(torch.tensor(ids), torch.tensor(Qt),
-                                                                  torch.tensor(Qs)), reduction="none").numpy()
-    z = x @ W.T + b
-    o = np.concatenate([z[[0, 1], labels[:, 0]][:, None], z[:, ids]], 1) - np.log(0.5)
-    keep_first = o.copy()
-    keep_first[0, 3] = -np.inf  # TF: only the last copy (position 2) of id 2 is masked
-    both = keep_first.copy()
-    both[0, 1] = -np.inf  # ours: both copies
-    lse = lambda a: np.log(np.exp(a).sum(1)) - a[:, 0]
-    np.testing.assert_allclose(tf_loss, lse(keep_first), rtol=1e-12)
-    np.testing.assert_allclose(ours, lse(both), rtol=1e-12)
-    assert tf_loss[1] == pytest.approx(ours[1], rel=1e-12) and abs(tf_loss[0] - ours[0]) > 1e-3
+    for i in range(10**6, 10**6 + 24):
+        c = SCRIPT.loss_case(tf, i, "float64" if i % 2 else "float32")
+        e = errors(c, "tf" if c["remove_accidental_hits"] else False)
+        assert max(e.values()) <= tol(c), (i, e)

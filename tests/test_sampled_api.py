@@ -1,0 +1,182 @@
+"""The sampled losses as a user meets them: the module's dense gradients without a (C, d) allocation per step
+(every optimizer and zero_grad mode against a plain dense reference), NCELoss, the 'uncorrected' baseline,
+checked sampled_values, check_finite, and the zero-mass warning."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+
+from softmaxlab.errors import SoftmaxlabError
+from softmaxlab.sampled import NCELoss, SampledSoftmaxLoss, nce_loss, sampled_softmax_loss
+from softmaxlab.samplers import ProbsSampler
+
+C, D, B, K = 50, 6, 8, 10
+
+
+def batches(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(B, D, generator=g, dtype=torch.float64), torch.randint(0, C, (B,), generator=g))
+            for _ in range(n)]
+
+
+def train(head, opt_cls, steps=4, set_to_none=True, accumulate=1, tie=False, clip=None, **opt_kw):
+    """A few optimizer steps; the draw of each step is fixed by its seed, so two heads see the same samples."""
+    opt = opt_cls(head.parameters(), **opt_kw)
+    for i, (x, y) in enumerate(batches(steps * accumulate)):
+        loss = head(x, y, generator=torch.Generator().manual_seed(i))
+        if tie:  # the class table also used as an input embedding: a dense gradient joins the sampled one
+            loss = loss + head.weight[y].pow(2).sum() * 0.01 + head.weight.sum() * 1e-3
+        loss.backward()
+        if (i + 1) % accumulate == 0:
+            if clip:
+                torch.nn.utils.clip_grad_norm_(head.parameters(), clip)
+            opt.step()
+            opt.zero_grad(set_to_none=set_to_none)
+    return head
+
+
+def reference(head):
+    """The same head, but backward returns a fresh dense (C, d) gradient (the plain path)."""
+    ref = copy.deepcopy(head)
+    ref.__class__ = type("Dense", (type(head),), {"forward": lambda self, x, y, generator=None: self.loss_fn(
+        x, self.weight, self.bias, y, self.num_sampled, generator=generator, **dict(self._kwargs(), sparse=False))})
+    return ref
+
+
+@pytest.mark.parametrize("cls", [SampledSoftmaxLoss, NCELoss])
+@pytest.mark.parametrize("opt_cls,kw", [(torch.optim.SGD, dict(lr=0.1, momentum=0.9)),
+                                        (torch.optim.Adam, dict(lr=0.01)), (torch.optim.AdamW, dict(lr=0.01))])
+@pytest.mark.parametrize("mode", ["set_to_none", "zero", "accumulate", "tied", "clip"])
+def test_default_dense_gradients_equal_the_plain_dense_path(cls, opt_cls, kw, mode):
+    torch.manual_seed(0)
+    head = cls(C, D, K).double()
+    ref = reference(head)
+    args = dict(set_to_none=mode != "zero", accumulate=2 if mode == "accumulate" else 1, tie=mode == "tied",
+                clip=0.05 if mode == "clip" else None)
+    train(head, opt_cls, **args, **kw)
+    train(ref, opt_cls, **args, **kw)
+    torch.testing.assert_close(head.weight, ref.weight, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(head.bias, ref.bias, rtol=1e-12, atol=1e-14)
+
+
+def test_buffer_is_reused_and_only_touched_rows_are_zeroed():
+    head = SampledSoftmaxLoss(C, D, K).double()
+    opt = torch.optim.Adam(head.parameters(), lr=0.01)
+    hows = []
+    for i, (x, y) in enumerate(batches(3)):
+        hows.append(head._grads.attach("weight", head.weight))  # what forward would do, made visible
+        head(x, y).backward()
+        assert head.weight.grad.layout == torch.strided
+        opt.step()
+        opt.zero_grad()
+    assert hows == ["fresh", "rows", "rows"]
+    kept = head.weight.grad = None  # noqa: F841
+    head(*batches(1)[0]).backward()
+    held = head.weight.grad  # a user keeps this step's gradient...
+    snapshot = held.clone()
+    opt.zero_grad()
+    head(*batches(1, seed=5)[0]).backward()
+    assert head.weight.grad is not held and torch.equal(held, snapshot)  # ...so it is never reused
+    held.mul_(2.0)  # someone writes into a buffer: the next reuse zeroes all of it
+    del held, snapshot
+    head.weight.grad.add_(1.0)
+    opt.zero_grad()
+    assert head._grads.attach("weight", head.weight) == "full"
+
+
+def test_sparse_true_gives_sparse_grads_and_autograd_grad_works():
+    head = SampledSoftmaxLoss(C, D, K, sparse=True).double()
+    x, y = batches(1)[0]
+    head(x, y).backward()
+    assert head.weight.grad.is_sparse and head.bias.grad.is_sparse
+    plain = SampledSoftmaxLoss(C, D, K).double()
+    (g,) = torch.autograd.grad(plain(x, y, generator=torch.Generator().manual_seed(0)), plain.weight)
+    want = sampled_softmax_loss(x, plain.weight, plain.bias, y, K, generator=torch.Generator().manual_seed(0))
+    (w,) = torch.autograd.grad(want, plain.weight)
+    torch.testing.assert_close(g.to_dense(), w)
+
+
+def test_eval_mode_and_pickling_leave_no_buffer():
+    head = SampledSoftmaxLoss(C, D, K).double()
+    x, y = batches(1)[0]
+    head(x, y).backward()
+    head.eval()
+    full = head(x, y)
+    z = head.full_logits(x)
+    torch.testing.assert_close(full, torch.nn.functional.cross_entropy(z, y))
+    assert copy.deepcopy(head)._grads is not None
+    state = head.__getstate__()
+    assert state["_grads"].state == {}
+
+
+def test_uncorrected_is_logq_without_the_log_q_shift():
+    x, y = batches(1)[0]
+    W, b = torch.randn(C, D, dtype=torch.float64), torch.randn(C, dtype=torch.float64)
+    ids = torch.tensor([3, 7, 7, 11])
+    Q = torch.full((4,), 0.3, dtype=torch.float64)
+    sv = (ids, torch.full((B, 1), 0.2, dtype=torch.float64), Q)
+    got = sampled_softmax_loss(x, W, b, y, None, estimator="uncorrected", sampled_values=sv, reduction="none")
+    z = x @ W.T + b
+    cand = torch.cat([z.gather(1, y[:, None]), z[:, ids]], 1)
+    cand[:, 1:][ids[None, :] == y[:, None]] = -torch.inf
+    torch.testing.assert_close(got, torch.logsumexp(cand, 1) - cand[:, 0])
+
+
+BAD_COUNTS = [0.0, -1.0, float("nan"), float("inf")]
+
+
+@pytest.mark.parametrize("loss", [sampled_softmax_loss, nce_loss])
+@pytest.mark.parametrize("which", ["true_expected_count", "sampled_expected_count"])
+@pytest.mark.parametrize("value", BAD_COUNTS)
+def test_bad_expected_counts_are_an_error_naming_the_argument(loss, which, value):
+    x, y = batches(1)[0]
+    W, b = torch.randn(C, D, dtype=torch.float64), torch.zeros(C, dtype=torch.float64)
+    counts = dict(true_expected_count=torch.full((B, 1), 0.5, dtype=torch.float64),
+                  sampled_expected_count=torch.full((4,), 0.5, dtype=torch.float64))
+    counts[which][0] = value
+    sv = (torch.tensor([1, 2, 3, 4]), counts["true_expected_count"], counts["sampled_expected_count"])
+    with pytest.raises(SoftmaxlabError, match=f"{which} must be finite and > 0"):
+        loss(x, W, b, y, None, sampled_values=sv)
+
+
+@pytest.mark.parametrize("ids,match", [([0, C], "sampled_candidates must lie in"), ([-1, 2], "must lie in"),
+                                       ([[1, 2]], "sampled_candidates must be integer ids")])
+def test_bad_sampled_ids_are_an_error(ids, match):
+    x, y = batches(1)[0]
+    W = torch.randn(C, D, dtype=torch.float64)
+    n = torch.tensor(ids).shape[-1]
+    sv = (torch.tensor(ids), torch.full((B, 1), 0.5), torch.full(torch.tensor(ids).shape, 0.5))
+    with pytest.raises(SoftmaxlabError, match=match):
+        sampled_softmax_loss(x, W, None, y, n, sampled_values=sv)
+
+
+@pytest.mark.parametrize("where", ["inputs", "weight", "bias"])
+def test_check_finite_names_the_tensor(where):
+    x, y = batches(1)[0]
+    t = dict(inputs=x.clone(), weight=torch.randn(C, D, dtype=torch.float64), bias=torch.zeros(C, dtype=torch.float64))
+    t[where].view(-1)[0] = float("nan")
+    assert torch.isnan(sampled_softmax_loss(t["inputs"], t["weight"], t["bias"], y, K))  # default: NaN flows
+    with pytest.raises(SoftmaxlabError, match=f"{where} contains NaN or inf"):
+        sampled_softmax_loss(t["inputs"], t["weight"], t["bias"], y, K, check_finite=True)
+
+
+def test_zero_mass_classes_warn_once_under_importance():
+    q = torch.full((C,), 1.0 / (C - 5), dtype=torch.float64)
+    q[:5] = 0.0
+    s = ProbsSampler(q)
+    x, y = batches(1)[0]
+    W = torch.randn(C, D, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="5 of 50 classes have q = 0"):
+        sampled_softmax_loss(x, W, None, y, K, sampler=s)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampled_softmax_loss(x, W, None, y, K, sampler=s)  # once
+        sampled_softmax_loss(x, W, None, y, K, sampler=ProbsSampler(q), estimator="logq")  # logq: no warning
+
+
+def test_bad_hit_rule():
+    x, y = batches(1)[0]
+    with pytest.raises(SoftmaxlabError, match="True, False or 'tf'"):
+        sampled_softmax_loss(x, torch.randn(C, D, dtype=torch.float64), None, y, K, remove_accidental_hits="all")
