@@ -4,26 +4,30 @@ forward+backward step of the output layer (logits from x (B, d) and a class tabl
     python benchmarks/sampled.py                 # headline config + the default grid (~10-15 min, 2 cores)
     python benchmarks/sampled.py --quick         # tiny sizes, a smoke run of the harness (seconds)
     python benchmarks/sampled.py --no-grid       # headline only: C=1e6, d=128, B=1024, K=4096
-    python benchmarks/sampled.py --threads 2     # torch and TF thread count (default 1, see below)
+    python benchmarks/sampled.py --threads 1     # torch and TF thread count (default: each library's own)
 
 Methods (every step builds the loss and its gradients for W, b and x; labels are log-uniform (Zipf) draws):
   full          F.cross_entropy(x @ W.T + b, y), eager                     dense (C, d) gradient
   full_compile  the same under torch.compile (compile time excluded)     dense
   adaptive      nn.AdaptiveLogSoftmaxWithLoss, cutoffs C/50, C/5, div 4   dense
   naive         a typical gather-based port (W[ids], -log Q, masked hits, cross-entropy, autograd), headline only
-  sl_importance softmaxlab sampled_softmax_loss, log-uniform with replacement, importance, sparse=True
-  sl_logq       softmaxlab, estimator='logq', log-uniform unique sampling: TF's default algorithm, sparse=True
-  sl_logq_dense the same with a dense (C, d) gradient, headline only
+  sl_default    SampledSoftmaxLoss(C, d, K) as a user gets it: importance, log-uniform with replacement, dense
+                .grad (the module's reused buffer), zero_grad() (set_to_none=True) before every step
+  sl_sparse     SampledSoftmaxLoss(C, d, K, sparse=True): sparse COO .grad, what IndexedSlices are to TF
+  sl_logq       functional sampled_softmax_loss, estimator='logq', log-uniform unique: TF's algorithm,
+                sparse=True, headline only
+  sl_logq_dense the same with a fresh dense (C, d) gradient per step (the functional default), headline only
+  sl_default_sgd / sl_default_adam  sl_default plus optimizer.step() of SGD (lr 0.1) / Adam, headline only
   tf            tf.nn.sampled_softmax_loss (its default log-uniform unique sampler) in a tf.function; TF returns
                 IndexedSlices for W and b, which is what sparse=True is to softmaxlab
 Time: each (C, d, B) group runs in a fresh worker process; the methods are interleaved in rounds
 (A B C A B C ...), every burst starts with one untimed step (it absorbs a method switch: TF's spinning
 threads, cold caches) and the table reports the median per-step time over all rounds (min alongside).
 Cells slower than 1 s per step are timed once (after compilation for full_compile). Ratios come from one
-run. Threads: torch.set_num_threads and TF's intra/inter-op pools are set to --threads (default 1) for
-every method: on a loaded 2-core machine torch's OpenMP path is erratic when oversubscribed, and one
-thread each keeps the comparison fair. Workers run with OMP_WAIT_POLICY=PASSIVE (unless set): with 2
-threads on a busy machine, spinning idle OpenMP threads made torch's steps up to 8x slower.
+run. Threads: by default each library keeps its own default (torch: one per core; TF: its own pools), as a
+user gets them; --threads N sets torch.set_num_threads and TF's intra/inter-op pools to N for every method.
+Workers run with OMP_WAIT_POLICY=PASSIVE (unless set): with 2 threads on a busy machine, spinning idle
+OpenMP threads made torch's steps up to 8x slower.
 Memory: a second worker per group with glibc's mmap threshold at 64 KiB (freed blocks go back to the OS, so
 the resident set follows live memory) resets the high-water mark (/proc/self/clear_refs) before each
 measured step; "step MB" is peak RSS minus RSS before the step: everything the step allocates, gradients
@@ -61,12 +65,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import machine, table  # noqa: E402
 
-from softmaxlab.sampled import sampled_softmax_loss  # noqa: E402
+from softmaxlab.sampled import SampledSoftmaxLoss, sampled_softmax_loss  # noqa: E402
 from softmaxlab.samplers import LogUniformSampler  # noqa: E402
 
 HEADLINE = (10**6, 128, 1024, 4096)  # C, d, B, K of the issue's targets
-GRID_METHODS = ("full", "full_compile", "adaptive", "sl_importance", "sl_logq", "tf")
-HEADLINE_METHODS = ("full", "full_compile", "adaptive", "naive", "sl_importance", "sl_logq", "sl_logq_dense", "tf")
+GRID_METHODS = ("full", "full_compile", "adaptive", "sl_default", "sl_sparse", "tf")
+HEADLINE_METHODS = ("full", "full_compile", "adaptive", "naive", "sl_default", "sl_sparse", "sl_logq",
+                    "sl_logq_dense", "tf", "sl_default_sgd", "sl_default_adam")
 PER_GROUP = {"full", "full_compile", "adaptive"}  # K-independent: measured once per (C, d, B)
 SLOW_S = 1.0  # a burst whose warm-up step took longer is timed once per round, in at most 2 rounds
 
@@ -87,8 +92,8 @@ class BenchConfig:
     """(C, d, B, K) measured with every method, or None."""
     grid: bool = True
     """Run the grid."""
-    threads: int = 1
-    """torch and TensorFlow threads in every worker."""
+    threads: int | None = None
+    """torch and TensorFlow threads in every worker; None: each library's default."""
     rounds: int = 3
     """Interleaved rounds per group."""
     steps: int = 3
@@ -177,14 +182,29 @@ def build(method: str, p: Problem, K: int, seed: int):
             p.x.grad = None
             m(p.x, p.y).loss.backward()
         return step
-    if method.startswith("sl_"):
-        est = "importance" if method == "sl_importance" else "logq"
-        unique = est == "logq"
+    if method.startswith("sl_default") or method == "sl_sparse":
+        head = SampledSoftmaxLoss(p.C, p.d, K, sparse=method == "sl_sparse")
+        with torch.no_grad():
+            head.weight.copy_(p.W)
+        opt = None
+        if method == "sl_default_sgd":
+            opt = torch.optim.SGD(head.parameters(), lr=0.1)
+        elif method == "sl_default_adam":
+            opt = torch.optim.Adam(head.parameters(), lr=1e-3)
+
+        def step():
+            head.zero_grad()  # set_to_none=True, PyTorch's default
+            p.x.grad = None
+            head(p.x, p.y, generator=g).backward()
+            if opt is not None:
+                opt.step()
+        return step
+    if method.startswith("sl_logq"):
         sparse = not method.endswith("_dense")
 
         def step():
             _zero(p)
-            sampled_softmax_loss(p.x, p.W, p.b, p.y, K, sampler=sampler, estimator=est, unique=unique,
+            sampled_softmax_loss(p.x, p.W, p.b, p.y, K, sampler=sampler, estimator="logq", unique=True,
                                  sparse=sparse, generator=g).backward()
         return step
     if method == "naive":
@@ -220,7 +240,9 @@ def build(method: str, p: Problem, K: int, seed: int):
     raise ValueError(method)
 
 
-def _setup_threads(threads: int, use_tf: bool):
+def _setup_threads(threads: int | None, use_tf: bool):
+    if threads is None:
+        return
     torch.set_num_threads(threads)
     if use_tf:
         import tensorflow as tf
@@ -366,7 +388,9 @@ def run_worker(kind: str, group, Ks, methods, cfg: BenchConfig, cells=None) -> l
     """Run one worker in a fresh python process and return its records."""
     # PASSIVE: idle OpenMP threads sleep at once instead of spinning; with > 1 thread on a shared machine the
     # spinning workers starve torch's own main thread (8x slower steps here); TF's Eigen pool is not OpenMP
-    env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads), TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if cfg.threads is not None:
+        env["OMP_NUM_THREADS"] = str(cfg.threads)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if kind == "memory":
         env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
@@ -490,12 +514,12 @@ def grid_report(recs) -> str:
             get = {m: _find(recs, "grid", m, C, d, B, K) for m in GRID_METHODS}
             t = {m: (r["median_s"] if r else None) for m, r in get.items()}
             mem = {m: (r.get("step_mb") if r else None) for m, r in get.items()}
-            best_sl = t["sl_logq"]
             rows.append([f"{C:.0e}".replace("+0", ""), d, B, K] + [_fmt_ms(t[m]) for m in GRID_METHODS] +
-                        [_ratio(t["full"], best_sl), _ratio(t["tf"], best_sl),
-                         _fmt_mb(mem["full"]), _fmt_mb(mem["sl_logq"]), _fmt_mb(mem["tf"])])
-    hdr = ["C", "d", "B", "K"] + [f"{m} ms" for m in GRID_METHODS] + ["full / sl_logq", "tf / sl_logq",
-                                                                      "full MB", "sl_logq MB", "tf MB"]
+                        [_ratio(t["full"], t["sl_default"]), _ratio(t["tf"], t["sl_default"]),
+                         _ratio(t["tf"], t["sl_sparse"]),
+                         _fmt_mb(mem["full"]), _fmt_mb(mem["sl_default"]), _fmt_mb(mem["tf"])])
+    hdr = ["C", "d", "B", "K"] + [f"{m} ms" for m in GRID_METHODS] + [
+        "full / sl_default", "tf / sl_default", "tf / sl_sparse", "full MB", "sl_default MB", "tf MB"]
     return table(hdr, rows)
 
 
@@ -521,7 +545,7 @@ def plot(recs, path):
     axes[0].set(xscale="log", yscale="log", xlabel="classes C", ylabel="seconds per forward+backward",
                 title=f"d={d}, B={B}, K={K}")
     axes[0].legend(fontsize=8)
-    for sl in ("sl_importance", "sl_logq"):
+    for sl in ("sl_default", "sl_sparse"):
         xs, ys = [], []
         for r in grid:
             if r["method"] != sl:
@@ -556,7 +580,7 @@ def main(argv=None):
     ap.add_argument("--no-tf", action="store_true")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="default: each library's own")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--budget-gb", type=float, default=6.0)
@@ -584,7 +608,8 @@ def main(argv=None):
     if a.plot:
         kw["plot_path"] = None if a.plot == "none" else a.plot
     cfg = BenchConfig(**kw)
-    torch.set_num_threads(cfg.threads)  # for the machine line; every worker sets its own
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)  # for the machine line; every worker sets its own
     drop = set() if cfg.tf else {"tf"}
     drop |= set() if cfg.compile else {"full_compile"}
     t_start, load_start = time.perf_counter(), os.getloadavg()
@@ -617,7 +642,8 @@ def main(argv=None):
     if cfg.tf:
         out["tensorflow"] = _tf_version()
     _atomic_write(ROOT / cfg.json_path, json.dumps(out, indent=1))
-    print(f"\ncommand: {cmd.strip()}\nthreads: {cfg.threads} (torch and TF); wall {wall / 60:.1f} min; "
+    threads = "each library's default" if cfg.threads is None else f"{cfg.threads} (torch and TF)"
+    print(f"\ncommand: {cmd.strip()}\nthreads: {threads}; torch {torch.get_num_threads()}; wall {wall / 60:.1f} min; "
           f"load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end")
     if cfg.headline:
         txt, by = headline_report(recs, cfg)

@@ -21,6 +21,7 @@ ESTIMATORS = ("importance", "as_posed", "logq", "uncorrected")
 REDUCTIONS = ("mean", "sum", "none")
 HIT_RULES = (True, False, "tf")
 _TINY_COUNT = 1e-300  # our own draws' counts are clamped here: a true label with q = 0 would give log 0
+_DENSE_HITS = 1 << 18  # B * T * K up to which a dense (B, K) comparison beats sorting (fewer, cheaper ops)
 
 
 class SampledValues(NamedTuple):
@@ -58,7 +59,7 @@ def check_range(ids: torch.Tensor, C: int, what: str) -> None:
     if ids.numel() == 0:
         return
     if ids.device.type == "cpu":
-        lo, hi = int(ids.min()), int(ids.max())
+        lo, hi = (int(v) for v in torch.aminmax(ids))
         if lo < 0 or hi >= C:
             raise SoftmaxlabError(f"{what} must lie in [0, {C}), got values in [{lo}, {hi}]; fix the {what}")
     else:
@@ -211,8 +212,9 @@ def draw_sampled_values(
         draw = sampler.sample(K, generator=generator, unique=unique)
         ids = draw.ids
         kw = dict(unique=unique, num_tries=draw.num_tries, convention="tf" if tf_counts else "inclusion")
+        # with replacement Q = K q, so as_posed's q is Q / K: no second pass over the ids
         return SampledValues(ids, sampler.expected_count(y, K, **kw), sampler.expected_count(ids, K, **kw),
-                             sampler.probs(ids), draw.num_tries)
+                             sampler.probs(ids) if unique else None, draw.num_tries)
     draw = sampler.sample(K, generator=generator, exclude=y, unique=unique)
     ids = draw.ids  # (B, K)
     qy = sampler.probs(y)  # (B, T)
@@ -275,7 +277,7 @@ def hit_mask(ids: torch.Tensor, y: torch.Tensor, rule, dense: bool = False) -> t
     unless dense)."""
     if rule is False:
         return None
-    if ids.dim() == 1 and ids.device.type == "cpu" and not dense:
+    if ids.dim() == 1 and ids.device.type == "cpu" and not dense and y.numel() * ids.numel() > _DENSE_HITS:
         return hit_positions(ids, y, last_only=rule == "tf")  # hits are rare: found without a (B, K) pass
     ids_b = ids[None, :] if ids.dim() == 1 else ids  # (1 or B, K); dense: no host sync on accelerators
     mask = ids_b == y[:, :1] if y.shape[1] == 1 else (ids_b[:, None, :] == y[:, :, None]).any(1)  # (B, K)

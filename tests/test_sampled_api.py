@@ -180,3 +180,18 @@ def test_bad_hit_rule():
     x, y = batches(1)[0]
     with pytest.raises(SoftmaxlabError, match="True, False or 'tf'"):
         sampled_softmax_loss(x, torch.randn(C, D, dtype=torch.float64), None, y, K, remove_accidental_hits="all")
+
+
+@pytest.mark.parametrize("rule", [True, "tf"])
+def test_sorted_hit_positions_equal_the_dense_mask(monkeypatch, rule):
+    """Large shared draws on the CPU find hits by sorting (no (B, K) pass): the same entries as the dense mask."""
+    from softmaxlab import candidates
+
+    g = torch.Generator().manual_seed(0)
+    ids, y = torch.randint(0, 30, (40,), generator=g), torch.randint(0, 30, (16, 3), generator=g)
+    dense = candidates.hit_mask(ids, y, rule, dense=True)
+    monkeypatch.setattr(candidates, "_DENSE_HITS", 0)
+    rows, cols = candidates.hit_mask(ids, y, rule)
+    sparse = torch.zeros_like(dense)
+    sparse[rows, cols] = True
+    assert dense.any() and torch.equal(sparse, dense)
