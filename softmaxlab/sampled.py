@@ -243,9 +243,9 @@ class SampledSoftmaxLoss(nn.Module):
 
     Gradients. sparse=True: weight.grad and bias.grad are sparse COO tensors (torch.optim.SGD, SparseAdam).
     sparse=False (default): they are dense, so Adam and AdamW work, yet no step allocates or adds a (C, d)
-    tensor. Backward adds the K + B*T sampled rows into the dense .grad in place. After opt.zero_grad() (set_to_none=True,
-    PyTorch's default), the next training forward hands the module's reused buffer back as .grad, zeroing only
-    the rows that the last step wrote (_GradBuffers says when it zeroes all of it instead). With
+    tensor. Backward adds the K + B*T sampled rows into the dense .grad in place. After opt.zero_grad()
+    (set_to_none=True, PyTorch's default), the next training forward hands the module's reused buffer back as
+    .grad, zeroing only the rows that the last step wrote (_GradBuffers says when it zeroes all of it). With
     zero_grad(set_to_none=False), PyTorch zeroes the whole .grad itself. torch.autograd.grad with respect to the
     module's weight returns a sparse tensor.
     tf_compat=True (estimator 'logq'): TensorFlow's expected counts and hit rule (docs/derivations.md, section 5).

@@ -50,7 +50,8 @@ def candidate_grads(needs, x, Wt, Ws, true_ids, sampled_ids, gu, G, rx, w_meta, 
         dW = scatter_rows(rows, torch.cat([g_true, g_samp]).to(w_dtype), (C, d), sparse)
     if b_dtype is not None and needs[2]:
         if shared:
-            g_samp = (G.T @ rx).squeeze(1) if rx is not None else G.sum(0, dtype=torch.promote_types(G.dtype, torch.float32))
+            acc = torch.promote_types(G.dtype, torch.float32)  # 16-bit G sums in float32
+            g_samp = (G.T @ rx).squeeze(1) if rx is not None else G.sum(0, dtype=acc)  # (K,)
         else:
             g_samp = G.reshape(-1)  # (B*K,)
         db = scatter_rows(rows, torch.cat([gu.reshape(-1).to(g_samp.dtype), g_samp]).to(b_dtype), (C,), sparse)

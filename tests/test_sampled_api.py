@@ -65,7 +65,7 @@ def test_buffer_is_reused_and_only_touched_rows_are_zeroed():
     head = SampledSoftmaxLoss(C, D, K).double()
     opt = torch.optim.Adam(head.parameters(), lr=0.01)
     hows = []
-    for i, (x, y) in enumerate(batches(3)):
+    for x, y in batches(3):
         hows.append(head._grads.attach("weight", head.weight))  # what forward would do, made visible
         head(x, y).backward()
         assert head.weight.grad.layout == torch.strided
@@ -195,3 +195,18 @@ def test_sorted_hit_positions_equal_the_dense_mask(monkeypatch, rule):
     sparse = torch.zeros_like(dense)
     sparse[rows, cols] = True
     assert dense.any() and torch.equal(sparse, dense)
+
+
+def test_readme_sampled_softmax_snippet_runs():
+    """The README's code block for users of the sampled softmax, at a small size."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = text.split("### Sampled softmax in your own code", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    code = code.replace("1_000_000", "1000").replace("4096", "64")
+    g = torch.Generator().manual_seed(0)
+    ns = dict(hidden=torch.randn(32, 128, generator=g), labels=torch.randint(0, 1000, (32,), generator=g), C=1000)
+    ns.update(W=torch.randn(1000, 128, generator=g, requires_grad=True), b=torch.zeros(1000, requires_grad=True))
+    exec(compile(code, "README.md", "exec"), ns)
+    assert ns["loss"].shape == (32,) and torch.isfinite(ns["loss"]).all()
+    assert ns["logits"].shape == (32, 1000)

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from softmaxlab.samplers.alias import alias_table as _alias_table
 from softmaxlab.errors import SoftmaxlabError
 from softmaxlab.samplers import (
     LogUniformSampler,
@@ -15,6 +14,7 @@ from softmaxlab.samplers import (
     UnigramSampler,
     make_sampler,
 )
+from softmaxlab.samplers.alias import alias_table as _alias_table
 
 f64 = torch.float64
 

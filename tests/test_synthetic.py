@@ -121,7 +121,8 @@ def test_benchmark_script_quick(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(out.read_text())
     methods = {(r["tag"], r["method"]) for r in res["records"]}
-    for m in ("full", "adaptive", "naive", "sl_importance", "sl_logq", "sl_logq_dense"):
+    for m in ("full", "adaptive", "naive", "sl_default", "sl_sparse", "sl_logq", "sl_logq_dense", "sl_default_sgd",
+              "sl_default_adam"):
         assert ("headline", m) in methods, m
     for r in res["records"]:
         assert r["median_s"] > 0 and len(r["times"]) >= 1

@@ -139,7 +139,8 @@ def test_tf_expected_counts_in_both_branches_match_tensorflows_samplers():
         Qt = tf_expected_count(s.probs(torch.from_numpy(c["labels"])), K, T)
         torch.testing.assert_close(Qt, torch.from_numpy(c["true_expected_count"]).double(), rtol=1e-5, atol=0)
         branches["K q" if T == K else "inclusion"] += 1
-        if T == K and float(q.max()) > 1e-3 and str(c["sampler"]) != "uniform":  # TF's shortcut is not softmaxlab's inclusion form (uniform: both K / C)
+        # where TF took its shortcut, softmaxlab's inclusion form differs (uniform: both are K / C)
+        if T == K and float(q.max()) > 1e-3 and str(c["sampler"]) != "uniform":
             assert not torch.allclose(s.expected_count(ids, K, unique=True, num_tries=T), Q, rtol=1e-4)
     assert min(branches.values()) >= 30, branches
 

@@ -32,8 +32,8 @@ from typing import NamedTuple
 
 import torch
 
-from softmaxlab.samplers.alias import alias_table
 from softmaxlab.errors import SoftmaxlabError
+from softmaxlab.samplers.alias import alias_table
 
 _MAX_UNIQUE_DRAWS = 1 << 25  # give up on unique sampling after this many tries (pathological q)
 _MAX_REJECTION_ROUNDS = 200  # give up on per-row exclusion after this many rounds (q(excluded) ~ 1)

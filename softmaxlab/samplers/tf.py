@@ -18,6 +18,7 @@ from softmaxlab.samplers.core import (
     tf_expected_count,
 )
 
+
 class CandidateSample(NamedTuple):
     """What tf.random.*_candidate_sampler return; pass it as sampled_values to a sampled loss."""
 
