@@ -4,12 +4,28 @@ gradients back to those rows only (index_add, or a sparse COO tensor), never tou
   SampledSoftmaxXent  softmax cross-entropy over the candidates, the softmax fused into forward and backward
   CandidateLogits     the candidate logits (u (B, T), v (B, K)) alone, for losses written on top (NCE)
 Both share gather() and candidate_grads(): the chain rule from dl/du, dl/dv to x, the W rows and the b entries.
+
+The three (B, K, d) GEMMs go to oneDNN for float32 on the CPU (linear() below): torch's own sgemm is MKL's,
+which runs its AVX2 code on AMD CPUs, at half of oneDNN's AVX-512 rate on the machine of benchmarks/README.md.
+SOFTMAXLAB_GEMM=torch turns this off.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.autograd.function import once_differentiable
+
+_ONEDNN = (os.environ.get("SOFTMAXLAB_GEMM", "onednn") != "torch" and torch.backends.mkldnn.is_available()
+           and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def linear(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b.T, (n, k) x (m, k) -> (n, m); oneDNN's fp32 GEMM on the CPU, torch's matmul elsewhere."""
+    if _ONEDNN and a.dtype == b.dtype == torch.float32 and a.device.type == "cpu":
+        return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    return a @ b.T
 
 
 def gather(x, W, b, true_ids, sampled_ids, cd):
@@ -22,7 +38,7 @@ def gather(x, W, b, true_ids, sampled_ids, cd):
     if sampled_ids.dim() == 2:
         Ws = Ws.view(B, -1, d)
     u = torch.bmm(Wt, x[:, :, None]).squeeze(2).to(cd)
-    v = (x @ Ws.T if sampled_ids.dim() == 1 else torch.bmm(Ws, x[:, :, None]).squeeze(2)).to(cd)  # ours to modify
+    v = (linear(x, Ws) if sampled_ids.dim() == 1 else torch.bmm(Ws, x[:, :, None]).squeeze(2)).to(cd)  # ours
     return Wt, Ws, u, v
 
 
@@ -37,14 +53,14 @@ def candidate_grads(needs, x, Wt, Ws, true_ids, sampled_ids, gu, G, rx, w_meta, 
     if needs[0]:
         dx = torch.bmm(gu[:, None, :], Wt).squeeze(1)  # (B, d)
         if shared:
-            dx = dx + (G @ Ws * rx if rx is not None else G @ Ws)
+            dx = dx + (linear(G, Ws.T) * rx if rx is not None else linear(G, Ws.T))
         else:
             dx = dx + torch.bmm(G[:, None, :], Ws).squeeze(1)
     rows = torch.cat([true_ids.reshape(-1), sampled_ids.reshape(-1)])  # (B*T + K) or (B*T + B*K)
     if needs[1]:
         g_true = (gu[:, :, None] * x[:, None, :]).reshape(B * T, d)
-        if shared:  # (K, d) as the transpose of x^T G: BLAS is faster at (d, B) x (B, K) than (K, B) x (B, d)
-            g_samp = ((x * rx).T @ G).T if rx is not None else (x.T @ G).T
+        if shared:  # (K, d) = G^T x, as the transpose of (d, B) x (B, K): faster for oneDNN and MKL alike
+            g_samp = linear((x * rx).T if rx is not None else x.T, G.T).T
         else:
             g_samp = (G[:, :, None] * x[:, None, :]).reshape(-1, d)  # (B*K, d)
         dW = scatter_rows(rows, torch.cat([g_true, g_samp]).to(w_dtype), (C, d), sparse)

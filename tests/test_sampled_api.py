@@ -210,3 +210,28 @@ def test_readme_sampled_softmax_snippet_runs():
     exec(compile(code, "README.md", "exec"), ns)
     assert ns["loss"].shape == (32,) and torch.isfinite(ns["loss"]).all()
     assert ns["logits"].shape == (32, 1000)
+
+
+def test_onednn_gemms_give_the_matmul_path_results(monkeypatch):
+    """float32 on the CPU runs its GEMMs on oneDNN: the same loss and gradients as torch's matmul, to fp32
+    rounding (summation order differs), for both losses and both draw modes."""
+    from softmaxlab import sampled_kernels
+
+    if not sampled_kernels._ONEDNN:
+        pytest.skip("oneDNN's linear is not available in this torch build")
+    g = torch.Generator().manual_seed(0)
+    x, W, b = torch.randn(64, 32, generator=g), torch.randn(500, 32, generator=g), torch.randn(500, generator=g)
+    y = torch.randint(0, 500, (64,), generator=g)
+    out = {}
+    for fast in (True, False):
+        monkeypatch.setattr(sampled_kernels, "_ONEDNN", fast)
+        res = []
+        for fn, kw in ((sampled_softmax_loss, dict(shared=True)), (sampled_softmax_loss, dict(shared=False)),
+                       (nce_loss, {})):
+            ts = [t.clone().requires_grad_() for t in (x, W, b)]
+            loss = fn(*ts, y, 40, generator=torch.Generator().manual_seed(1), **kw)
+            loss.backward()
+            res += [loss.detach()] + [t.grad for t in ts]
+        out[fast] = res
+    for a, b_ in zip(out[True], out[False]):
+        torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-6)
