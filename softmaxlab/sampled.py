@@ -51,6 +51,7 @@ from softmaxlab.candidates import (
     resolve_sampler,
 )
 from softmaxlab.errors import SoftmaxlabError
+from softmaxlab.metrics import exact_metrics
 from softmaxlab.sampled_kernels import CandidateLogits, SampledSoftmaxXent
 from softmaxlab.sampled_reference import nce_grads, reference_weights, sampled_softmax_grads
 from softmaxlab.samplers import LogUniformSampler, Sampler, make_sampler
@@ -196,17 +197,20 @@ def nce_loss(
 
 
 class _GradBuffers:
-    """Dense gradients for the module's weight and bias that backward fills in place, and that are reused after
-    opt.zero_grad(set_to_none=True) instead of allocating a fresh (C, d) tensor every step.
+    """Dense gradients for the module's weight and bias that are filled from backward's sparse rows and reused
+    from step to step instead of allocating a fresh (C, d) tensor every time.
 
-    Before a training forward, a parameter without .grad gets its buffer back. Only the rows that the module's
-    own sparse gradients touched are zeroed, if nothing else wrote to the buffer: its version counter must
-    show exactly one in-place add per sparse gradient seen (a dense gradient, from a tied weight, say, or any
-    other in-place write, such as clipping, breaks the count). Otherwise the whole buffer is zeroed. A buffer
-    that anyone else still references (a .grad kept from an earlier step) is never reused."""
+    When backward leaves a sparse .grad (it was None: after opt.zero_grad(), PyTorch's set_to_none=True),
+    densify() swaps in the reused buffer with those rows added. Only the rows that the module's own sparse
+    gradients touched are zeroed first, if nothing else wrote to the buffer: its version counter must show
+    exactly one in-place add per sparse gradient seen (a dense gradient from a tied weight, clipping, or any
+    other in-place write breaks the count). Otherwise the whole buffer is zeroed. A buffer that anyone else
+    still references (a .grad kept from an earlier step) is never reused. A .grad that is already dense
+    (zero_grad(set_to_none=False), accumulation over micro-batches) gets the rows added in place by autograd."""
 
     def __init__(self):
         self.state = {}  # name -> [buffer, rows touched (index tensors), expected version]
+        self.last = {}  # name -> how its last buffer was prepared: 'fresh', 'rows' or 'full' (for tests)
 
     def seen(self, name, param, grad):
         """Tensor hook: the total gradient of one backward, just before autograd adds it into param.grad."""
@@ -216,23 +220,27 @@ class _GradBuffers:
             st[2] += 1  # autograd's `grad += new` bumps the version once
         return grad
 
-    def attach(self, name, param) -> str:
+    def densify(self, name, param) -> None:
+        """Post-accumulate hook: a sparse .grad becomes the reused dense buffer plus its rows."""
+        g = param.grad
+        if g is None or not g.is_sparse:
+            return
         st = self.state.get(name)
         buf = st[0] if st is not None else None
         # references: self.state's list, `buf`, getrefcount's argument; any more is a user's
         if buf is None or buf.shape != param.shape or buf.dtype != param.dtype or buf.device != param.device \
                 or sys.getrefcount(buf) > 3:
-            buf, how = torch.zeros_like(param, memory_format=torch.contiguous_format), "fresh"
+            buf, self.last[name] = torch.zeros_like(param, memory_format=torch.contiguous_format), "fresh"
         elif buf._version == st[2]:
             if st[1]:
                 buf.index_fill_(0, torch.cat(st[1]), 0)
-            how = "rows"
+            self.last[name] = "rows"
         else:
             buf.zero_()
-            how = "full"
-        self.state[name] = [buf, [], buf._version]
+            self.last[name] = "full"
+        buf.add_(g)
+        self.state[name] = [buf, [g._indices()[0]], buf._version]
         param.grad = buf
-        return how
 
 
 class SampledSoftmaxLoss(nn.Module):
@@ -243,9 +251,9 @@ class SampledSoftmaxLoss(nn.Module):
 
     Gradients. sparse=True: weight.grad and bias.grad are sparse COO tensors (torch.optim.SGD, SparseAdam).
     sparse=False (default): they are dense, so Adam and AdamW work, yet no step allocates or adds a (C, d)
-    tensor. Backward adds the K + B*T sampled rows into the dense .grad in place. After opt.zero_grad()
-    (set_to_none=True, PyTorch's default), the next training forward hands the module's reused buffer back as
-    .grad, zeroing only the rows that the last step wrote (_GradBuffers says when it zeroes all of it). With
+    tensor: backward's K + B*T sampled rows are added into the dense .grad. After opt.zero_grad()
+    (set_to_none=True, PyTorch's default), backward hands the module's reused buffer back as .grad, zeroing
+    only the rows that the last step wrote (_GradBuffers says when it zeroes all of it). With
     zero_grad(set_to_none=False), PyTorch zeroes the whole .grad itself. torch.autograd.grad with respect to the
     module's weight returns a sparse tensor.
     tf_compat=True (estimator 'logq'): TensorFlow's expected counts and hit rule (docs/derivations.md, section 5).
@@ -302,12 +310,17 @@ class SampledSoftmaxLoss(nn.Module):
         self._grads = _GradBuffers()
         for name, p in self._named_rows():
             p.register_hook(lambda g, name=name, p=p: self._grads.seen(name, p, g))
+            p.register_post_accumulate_grad_hook(lambda p, name=name: self._densify(name, p))
+
+    def _densify(self, name, p) -> None:
+        if not self.sparse:
+            self._grads.densify(name, p)
 
     def _named_rows(self):
         return [(n, p) for n, p in (("weight", self.weight), ("bias", self.bias)) if p is not None]
 
     def _kwargs(self) -> dict:
-        # sparse=True always: backward's sparse rows go into the dense .grad that forward attached
+        # sparse=True always: backward's sparse rows are added into a dense .grad (see _GradBuffers)
         return dict(sampler=self.sampler, remove_accidental_hits=self.remove_accidental_hits,
                     num_true=self.num_true, unique=self.unique, sparse=True, tf_compat=self.tf_compat,
                     check_finite=self.check_finite, estimator=self.estimator, shared=self.shared,
@@ -316,16 +329,16 @@ class SampledSoftmaxLoss(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None):
         if not self.training:
             return self.full_loss(x, labels)
-        if not self.sparse and torch.is_grad_enabled():
-            for name, p in self._named_rows():
-                if p.requires_grad and p.grad is None:
-                    self._grads.attach(name, p)
         return self.loss_fn(x, self.weight, self.bias, labels, self.num_sampled, generator=generator,
                             **self._kwargs())
 
     def full_logits(self, x: torch.Tensor) -> torch.Tensor:
         z = x @ self.weight.T
         return z + self.bias if self.bias is not None else z
+
+    def metrics(self, x: torch.Tensor, labels: torch.Tensor, topk=(1, 5, 10), chunk_size: int | None = None):
+        """Exact loss, perplexity and top-k accuracy over all C classes without a (B, C) tensor (metrics.py)."""
+        return exact_metrics(x, self.weight, self.bias, labels, topk=topk, chunk_size=chunk_size)
 
     def full_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Exact softmax cross-entropy (target weight 1/num_true per label), batch mean."""

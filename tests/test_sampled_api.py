@@ -26,6 +26,8 @@ def train(head, opt_cls, steps=4, set_to_none=True, accumulate=1, tie=False, cli
     opt = opt_cls(head.parameters(), **opt_kw)
     for i, (x, y) in enumerate(batches(steps * accumulate)):
         loss = head(x, y, generator=torch.Generator().manual_seed(i))
+        if accumulate == 1 and i % 2:  # zero_grad between forward and backward, as much user code does
+            opt.zero_grad(set_to_none=set_to_none)
         if tie:  # the class table also used as an input embedding: a dense gradient joins the sampled one
             loss = loss + head.weight[y].pow(2).sum() * 0.01 + head.weight.sum() * 1e-3
         loss.backward()
@@ -66,24 +68,30 @@ def test_buffer_is_reused_and_only_touched_rows_are_zeroed():
     opt = torch.optim.Adam(head.parameters(), lr=0.01)
     hows = []
     for x, y in batches(3):
-        hows.append(head._grads.attach("weight", head.weight))  # what forward would do, made visible
-        head(x, y).backward()
+        loss = head(x, y)
+        opt.zero_grad()  # between forward and backward, as much user code does
+        loss.backward()
+        hows.append(head._grads.last["weight"])
         assert head.weight.grad.layout == torch.strided
         opt.step()
-        opt.zero_grad()
     assert hows == ["fresh", "rows", "rows"]
-    kept = head.weight.grad = None  # noqa: F841
+    for x, y in batches(2, seed=3):  # two micro-batches into one .grad, then a reuse: still only rows zeroed
+        head(x, y).backward()
+    opt.zero_grad()
+    head(*batches(1, seed=4)[0]).backward()
+    assert head._grads.last["weight"] == "rows"
+    opt.zero_grad()
     head(*batches(1)[0]).backward()
     held = head.weight.grad  # a user keeps this step's gradient...
     snapshot = held.clone()
     opt.zero_grad()
     head(*batches(1, seed=5)[0]).backward()
-    assert head.weight.grad is not held and torch.equal(held, snapshot)  # ...so it is never reused
-    held.mul_(2.0)  # someone writes into a buffer: the next reuse zeroes all of it
+    assert head._grads.last["weight"] == "fresh" and head.weight.grad is not held and torch.equal(held, snapshot)  # ...kept
     del held, snapshot
-    head.weight.grad.add_(1.0)
+    head.weight.grad.add_(1.0)  # someone writes into the buffer: the next reuse zeroes all of it
     opt.zero_grad()
-    assert head._grads.attach("weight", head.weight) == "full"
+    head(*batches(1, seed=6)[0]).backward()
+    assert head._grads.last["weight"] == "full"
 
 
 def test_sparse_true_gives_sparse_grads_and_autograd_grad_works():
@@ -156,7 +164,7 @@ def test_bad_sampled_ids_are_an_error(ids, match):
 def test_check_finite_names_the_tensor(where):
     x, y = batches(1)[0]
     t = dict(inputs=x.clone(), weight=torch.randn(C, D, dtype=torch.float64), bias=torch.zeros(C, dtype=torch.float64))
-    t[where].view(-1)[0] = float("nan")
+    t[where][y[0] if where != "inputs" else 0] = float("nan")  # a row or entry the loss certainly reads
     assert torch.isnan(sampled_softmax_loss(t["inputs"], t["weight"], t["bias"], y, K))  # default: NaN flows
     with pytest.raises(SoftmaxlabError, match=f"{where} contains NaN or inf"):
         sampled_softmax_loss(t["inputs"], t["weight"], t["bias"], y, K, check_finite=True)
