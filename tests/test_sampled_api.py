@@ -86,7 +86,8 @@ def test_buffer_is_reused_and_only_touched_rows_are_zeroed():
     snapshot = held.clone()
     opt.zero_grad()
     head(*batches(1, seed=5)[0]).backward()
-    assert head._grads.last["weight"] == "fresh" and head.weight.grad is not held and torch.equal(held, snapshot)  # ...kept
+    assert head._grads.last["weight"] == "fresh" and head.weight.grad is not held  # ...so it is not reused
+    assert torch.equal(held, snapshot)
     del held, snapshot
     head.weight.grad.add_(1.0)  # someone writes into the buffer: the next reuse zeroes all of it
     opt.zero_grad()
