@@ -12,23 +12,28 @@ import inspect
 import json
 import math
 import sys
+import time
 import typing
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from . import __version__
 from .bias import bias_study, format_table
 from .config import load_config
 from .errors import SoftmaxlabError
 from .gradcheck import run_checks
 from .mnist import records, study
 from .mnist.configs import ReproduceConfig, SweepConfig, TrainConfig, check_workers, parse_range, protocol
+from .mnist.data import check
 from .mnist.engine import precision_note
 from .mnist.models import width_table
 from .mnist.runner import execute
 from .mnist.summary import Arch, BiasStudy, summarize
 from .mnist.train import train as train_run
+from .report import write_report
+from .report.figures import plot_bias
 
 # typer >= 0.20 vendors its own click; its exception classes are reachable through typer's public ones.
 UsageError = typer.BadParameter.__bases__[0]
@@ -115,8 +120,6 @@ def config_command(*classes, skip: tuple[str, ...] = ()):
 
 def _version(value: bool):
     if value:
-        from . import __version__
-
         print(f"softmaxlab {__version__}")
         raise typer.Exit()
 
@@ -131,8 +134,6 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def data_check(data_dir: Optional[Path] = DataDir, download: bool = typer.Option(
         False, help="Download missing files from the public mirrors first.")):
     """Verify the four MNIST files (sha256 of the decoded payload) and print their checksums."""
-    from .mnist.data import check
-
     rows = check(data_dir, download=download)
     for r in rows:
         print(f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<26} {r['bytes']:>10,} bytes  sha256 {r['sha256']}")
@@ -241,10 +242,6 @@ def sweep(cfg: SweepConfig, base: TrainConfig, data_dir: Optional[Path] = DataDi
 @config_command(ReproduceConfig)
 def reproduce(cfg: ReproduceConfig, data_dir: Optional[Path] = DataDir):
     """The main job: answer Problem 1 and Q1-Q4 with figures, CIs and provenance in --out/report.html."""
-    import time
-
-    from .report import write_report
-
     t0 = time.perf_counter()
     cfg.resolved().plan()  # a bad option: say so before anything is written
     tracker = _tracker(cfg.track, Path(cfg.out))
@@ -306,8 +303,6 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
     print(f"C = {classes}, proposal {sampler}, {title}; Z = full normaliser, D = its estimate")
     print(format_table(rows))
     if plot is not None:
-        from .report.figures import plot_bias
-
         plot_bias(BiasStudy(title, classes, sampler, tuple(rows)), plot)
         print(f"plot: {plot}")
 

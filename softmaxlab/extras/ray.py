@@ -21,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
 from ..errors import SoftmaxlabError
 from ..mnist import records
 from ..mnist.configs import TrainConfig
@@ -64,8 +67,6 @@ def connect(address: str | None = None) -> bool:
 
 def _train_task(cfg: TrainConfig, data: Data, checkpoint: bytes | None) -> dict:
     """On a worker: train one run (resuming from `checkpoint`), return what the driver records."""
-    import torch
-
     if cfg.threads is None:
         torch.set_num_threads(1)  # the task holds one CPU of the cluster
     with tempfile.TemporaryDirectory(prefix="softmaxlab-") as tmp:
@@ -112,8 +113,6 @@ def execute_ray(cfgs: list[TrainConfig], out: str | Path, data: Data, address: s
     failures: list[str] = []
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(pending), desc="runs", unit="run", dynamic_ncols=True)
         log = bar.write
     started = connect(address)

@@ -30,8 +30,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
 import torch
 
+from .. import __version__
 from ..errors import SoftmaxlabError
 
 
@@ -291,10 +293,6 @@ def provenance() -> dict:
     """Versions, commit and machine; computed once per process."""
     global _PROVENANCE
     if _PROVENANCE is None:
-        import numpy
-
-        from .. import __version__
-
         _PROVENANCE = dict(
             versions=dict(softmaxlab=__version__, python=platform.python_version(), torch=torch.__version__,
                           numpy=numpy.__version__),

@@ -15,6 +15,7 @@ in progress.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import multiprocessing
 import os
@@ -22,6 +23,8 @@ import signal
 import sys
 import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 from . import records
 from .configs import TrainConfig
@@ -67,8 +70,6 @@ def _execute(order, out, data, progress, log, tracker, helpers, helper_only) -> 
     results: dict[str, dict] = {}
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(order), desc="runs", unit="run", dynamic_ncols=True)
         log = bar.write
     for wait in (False, True):
@@ -168,8 +169,6 @@ def _die_with_parent(parent: int) -> None:
     kill at any moment loses at most the epoch in progress."""
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
-
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
         except (OSError, AttributeError):
             pass

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from tqdm import tqdm
 
 from ..errors import SoftmaxlabError
 from .configs import TrainConfig
@@ -150,6 +151,4 @@ def _use_graph(dev: torch.device, cfg: TrainConfig) -> bool:
 def _bar(enabled: bool, total: int, initial: int, desc: str):
     if not enabled:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False, dynamic_ncols=True)

@@ -11,7 +11,9 @@ import math
 import numpy as np
 
 from ..bias import ESTIMATORS
+from ..errors import SoftmaxlabError
 from ..mnist.models import mlp_param_count
+from ..mnist.records import atomic_write
 from ..mnist.summary import Arch, BiasStudy, Summary
 from .document import acc_text, fmt_int
 
@@ -34,6 +36,7 @@ C_ESTIMATOR = dict(zip(ESTIMATORS, ("#d1242f", "#0969da", "#1a7f37")))
 
 
 def _plt():
+    """pyplot on the file-only Agg backend (imported on first use: most commands draw nothing)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,9 +67,6 @@ def make_figures(s: Summary, test_images) -> dict[str, tuple[bytes, bytes]]:
 
 def plot_bias(study: BiasStudy, path) -> None:
     """`softmaxlab sampled bias --plot`: the report's bias figure of one study, PNG or SVG by the suffix."""
-    from ..errors import SoftmaxlabError
-    from ..mnist.records import atomic_write
-
     suffix = str(path).rpartition(".")[2].lower()
     if suffix not in ("png", "svg"):
         raise SoftmaxlabError(f"plot path must end in .png or .svg, got {str(path)!r}")
