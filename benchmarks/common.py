@@ -8,15 +8,15 @@ import time
 
 import torch
 
-from softmaxlab.models import mlp_param_count, width_for_budget
-from softmaxlab.runs import cpu_model
+from softmaxlab.mnist.models import mlp_param_count, width_for_budget
+from softmaxlab.mnist.records import cpu_model
 
 TRAIN = 50_000  # images per epoch under the assignment's split
 
 
 def machine() -> str:
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    from softmaxlab.train import bf16_gemm
+    from softmaxlab.mnist.engine import bf16_gemm
 
     return (f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}, bf16 GEMMs {bf16_gemm('cpu')}), "
             f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}{gpu}; "

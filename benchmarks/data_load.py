@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from softmaxlab.data import load_mnist, resolve_data_dir
+from softmaxlab.mnist.data import load_mnist, resolve_data_dir
 
 
 def timed(**kw) -> float:

@@ -22,9 +22,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import TRAIN, executed_flops, machine, matmul_peak, params, table, train_flops  # noqa: E402
 
-from softmaxlab.data import to_float  # noqa: E402
-from softmaxlab.study import load_data  # noqa: E402
-from softmaxlab.train import TrainConfig, bf16_gemm, init_model, train  # noqa: E402
+from softmaxlab.mnist.configs import TrainConfig  # noqa: E402
+from softmaxlab.mnist.data import to_float  # noqa: E402
+from softmaxlab.mnist.engine import bf16_gemm  # noqa: E402
+from softmaxlab.mnist.study import load_data  # noqa: E402
+from softmaxlab.mnist.train import init_model, train  # noqa: E402
 
 
 def softmaxlab_epoch(data, layers: int, precision: str, device: str = "cpu") -> float:
@@ -52,21 +54,21 @@ def dataloader_epoch(data, layers: int) -> float:
 
 def compiled_epoch(data, layers: int) -> tuple[float, float, float]:
     """(compile s, compiled epoch s, eager epoch s) of the trainer's step under torch.compile, same loop."""
-    from softmaxlab.train import Engine
+    from softmaxlab.mnist.engine import Engine
 
     model, _ = init_model(TrainConfig(model="mlp", layers=layers))
-    eng = Engine([model], 0.01, False, False, "cpu")
-    x, y, bs = data.train.x.unsqueeze(0), data.train.y.unsqueeze(0), 64
-    losses = torch.empty(-(-x.shape[1] // bs), 1)
+    eng = Engine(model, 0.01, False, False, "cpu")
+    x, y, bs = data.train.x, data.train.y, 64
+    losses = torch.empty(-(-x.shape[0] // bs))
     step = torch.compile(eng.step, dynamic=False)
     t0 = time.perf_counter()
-    step(x[:, :bs], y[:, :bs], losses[0])
+    step(x[:bs], y[:bs], losses[0])
     compile_s = time.perf_counter() - t0
 
     def epoch(fn):
         t0 = time.perf_counter()
-        for s in range(x.shape[1] // bs):  # full batches only: a short last batch would compile again
-            fn(x[:, s * bs:(s + 1) * bs], y[:, s * bs:(s + 1) * bs], losses[s])
+        for s in range(x.shape[0] // bs):  # full batches only: a short last batch would compile again
+            fn(x[s * bs:(s + 1) * bs], y[s * bs:(s + 1) * bs], losses[s])
         return time.perf_counter() - t0
 
     torch.set_flush_denormal(True)

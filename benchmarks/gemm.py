@@ -9,7 +9,7 @@ gradient, and the refresh of the bf16 weight copy; and the same pieces as softma
 without bf16 matmul units (fp32 GEMMs on bf16 values, each rounding two copies through a bf16 scratch).
 Median of interleaved repeats, microseconds. Then whole SGD steps of the L = 1 and L = 8 models in the three
 precisions, beside the sum of the fp32 step's GEMMs timed alone. The machine line says which of the two bf16 paths
-`softmaxlab --precision bf16` takes here (softmaxlab.train.bf16_gemm).
+`softmaxlab --precision bf16` takes here (softmaxlab.mnist.engine.bf16_gemm).
 """
 
 from __future__ import annotations
@@ -78,16 +78,18 @@ def steps(layers: int, repeats: int) -> list[list[str]]:
     """One whole Engine.step (batch 64) of the equal-budget MLP with `layers` hidden layers: fp32, bf16 GEMMs,
     emulated bf16; beside the fp32 step, the same step's GEMMs each timed alone in a loop (their data hot in
     cache), whose sum is what the step would take if nothing but GEMM time counted."""
-    from softmaxlab.train import Engine, TrainConfig, init_model
+    from softmaxlab.mnist.configs import TrainConfig
+    from softmaxlab.mnist.engine import Engine
+    from softmaxlab.mnist.train import init_model
 
     model, k = init_model(TrainConfig(model="mlp", layers=layers))
-    xb, yb = torch.randint(0, 256, (1, 64, 784), dtype=torch.uint8), torch.randint(0, 10, (1, 64))
-    loss = torch.empty(1)
-    engines = {"fp32": Engine([model], 0.01, False, False, "cpu"),
-               "bf16 GEMMs": Engine([model], 0.01, True, False, "cpu", emulate_bf16=False),
-               "bf16 emulated": Engine([model], 0.01, True, False, "cpu", emulate_bf16=True)}
+    xb, yb = torch.randint(0, 256, (64, 784), dtype=torch.uint8), torch.randint(0, 10, (64,))
+    loss = torch.empty(())
+    engines = {"fp32": Engine(model, 0.01, False, False, "cpu"),
+               "bf16 GEMMs": Engine(model, 0.01, True, False, "cpu", emulate_bf16=False),
+               "bf16 emulated": Engine(model, 0.01, True, False, "cpu", emulate_bf16=True)}
     # the fp32 step's GEMMs: forward (+ bias), input gradient (not for layer 0), weight gradient + update
-    alone = sum(gemms_alone(W.shape[2], W.shape[1], l == 0, repeats) for l, W in enumerate(engines["fp32"].W))
+    alone = sum(gemms_alone(W.shape[1], W.shape[0], l == 0, repeats) for l, W in enumerate(engines["fp32"].W))
     torch.set_flush_denormal(True)  # as training does
     calls = {name: functools.partial(eng.step, xb, yb, loss) for name, eng in engines.items()}
     n = {name: max(3, min(100, int(0.3e6 / timeit(fn, 2)))) for name, fn in calls.items()}  # ~0.3 s a timing

@@ -19,8 +19,8 @@ load; the process wall time beside it), ratios, per-model seconds per epoch and 
 (6 x params x 50,000 / s) against a large-matmul peak measured in this run on the same cores (the roofline
 fraction: for a model trained by one of two single-thread processes, the peak of one thread while another
 process also multiplies; for one process, the all-core peak), test accuracy (bf16 vs fp32 for the same
-seeds), and peak RSS (for several processes: the parent's peak plus each helper's, an upper bound). --seeds 3 adds a batched-vs-one-by-one
-comparison of softmaxlab's 3-seed study (what `softmaxlab reproduce` runs).
+seeds), and peak RSS (for several processes: the parent's peak plus each helper's, an upper bound). --seeds 3 adds
+softmaxlab's 3-seed study (what `softmaxlab reproduce` runs).
 """
 
 from __future__ import annotations
@@ -45,16 +45,18 @@ sys.path.insert(0, str(HERE))
 def child_softmaxlab(args) -> dict:
     import torch  # noqa: F401
 
-    from softmaxlab import runs, workers
-    from softmaxlab.study import ReproduceConfig, execute, load_data
+    from softmaxlab.mnist import records as runs
+    from softmaxlab.mnist import runner as workers
+    from softmaxlab.mnist.configs import ReproduceConfig
+    from softmaxlab.mnist.runner import execute
+    from softmaxlab.mnist.study import load_data
 
     data = load_data(args.data_dir)
     plan = ReproduceConfig(seeds=args.seeds, epochs=args.epochs, precision=args.precision,
                            device=args.device).plan()
     unique = list({runs.run_id(c.identity()): c for cs in plan.values() for c in cs}.values())
     t0 = time.perf_counter()
-    res = execute(unique, args.out, data, progress=False, log=lambda s: None, batch_seeds=args.batch_seeds,
-                  workers=args.workers or None)
+    res = execute(unique, args.out, data, progress=False, log=lambda s: None, workers=args.workers or None)
     study_s = time.perf_counter() - t0
     import resource
 
@@ -64,7 +66,7 @@ def child_softmaxlab(args) -> dict:
               + helpers * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     models = [dict(layers=r["layers"], width=r["width"], params=r["params"], seed=r["seed"],
                    train_s=r["train_time_s"], wall_s=r["wall_time_s"], test_acc=r.get("test_acc"),
-                   status=r["status"], trained_with=r.get("trained_with", 1), threads=r["threads"]) for r in res]
+                   status=r["status"], threads=r["threads"]) for r in res]
     return dict(study_s=study_s, models=models, rss_all_mb=rss_mb, processes=helpers + 1)
 
 
@@ -74,9 +76,10 @@ def child_torch_idiomatic(args) -> dict:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, Dataset
 
-    from softmaxlab.models import width_for_budget
-    from softmaxlab.study import load_data
-    from softmaxlab.train import TrainConfig, init_model
+    from softmaxlab.mnist.configs import TrainConfig
+    from softmaxlab.mnist.models import width_for_budget
+    from softmaxlab.mnist.study import load_data
+    from softmaxlab.mnist.train import init_model
 
     class MNIST(Dataset):
         def __init__(self, split):
@@ -133,12 +136,10 @@ def child_main(argv) -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch-seeds", type=int, default=1)
     ap.add_argument("--workers", type=int, default=0, help="0: softmaxlab's default (one process per core)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
-    args.batch_seeds = bool(args.batch_seeds)
     fn = dict(softmaxlab=child_softmaxlab, torch_idiomatic=child_torch_idiomatic)[args.child]
     print("RESULT " + json.dumps(fn(args)), flush=True)
 
@@ -162,13 +163,12 @@ def run_child(cmd: list[str]) -> dict:
     return dict(lines=out.splitlines(), wall_s=wall, rss_mb=ru.ru_maxrss / 1024)
 
 
-def softmaxlab_child(args, tmp: Path, precision: str, seeds: int = 1, batch_seeds: bool = True,
-                     device: str = "cpu", workers: int = 0) -> dict:
+def softmaxlab_child(args, tmp: Path, precision: str, seeds: int = 1, device: str = "cpu", workers: int = 0) -> dict:
     print(f"... softmaxlab {device} {precision}, {seeds} seed(s), workers {workers or 'default'}", file=sys.stderr,
           flush=True)
-    out = tmp / f"runs-{device}-{precision}-{seeds}-{int(batch_seeds)}-{workers}"
+    out = tmp / f"runs-{device}-{precision}-{seeds}-{workers}"
     cmd = [sys.executable, __file__, "--child", "softmaxlab", "--epochs", str(args.epochs), "--seeds",
-           str(seeds), "--precision", precision, "--batch-seeds", str(int(batch_seeds)), "--out", str(out),
+           str(seeds), "--precision", precision, "--out", str(out),
            "--device", device, "--workers", str(workers)]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
@@ -179,7 +179,7 @@ def softmaxlab_child(args, tmp: Path, precision: str, seeds: int = 1, batch_seed
 def keras_child(args, tmp: Path, specs: list[tuple[int, int]]) -> dict:
     import numpy as np
 
-    from softmaxlab.study import load_data
+    from softmaxlab.mnist.study import load_data
 
     data = load_data(args.data_dir)
     npz = tmp / "split.npz"
@@ -197,7 +197,7 @@ def keras_child(args, tmp: Path, specs: list[tuple[int, int]]) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=5, help="epochs per model (the assignment: 5)")
-    ap.add_argument("--seeds", type=int, default=1, help="3 adds the batched-seeds comparison")
+    ap.add_argument("--seeds", type=int, default=1, help="3 adds the 3-seed study")
     ap.add_argument("--no-keras", action="store_true", help="skip the Keras peer")
     ap.add_argument("--no-baseline", action="store_true", help="skip the idiomatic PyTorch loop")
     ap.add_argument("--gpu-only", action="store_true",
@@ -208,9 +208,9 @@ def main(argv=None) -> None:
     import torch
     from common import machine, matmul_peak, matmul_peak_concurrent, table, train_flops
 
-    from softmaxlab.models import width_for_budget
-    from softmaxlab.train import bf16_gemm
-    from softmaxlab.workers import cpu_count
+    from softmaxlab.mnist.engine import bf16_gemm
+    from softmaxlab.mnist.models import width_for_budget
+    from softmaxlab.mnist.runner import cpu_count
 
     specs = [(0, 0)] + [(L, width_for_budget(L)) for L in range(1, 9)]
     cores = cpu_count()
@@ -251,15 +251,12 @@ def main(argv=None) -> None:
         if have_tf and not args.gpu_only:
             res["Keras peer (TF CPU)"] = keras_child(args, tmp, specs)
         if args.seeds > 1 and not args.gpu_only:
-            res[f"softmaxlab fp32, {args.seeds} seeds, one by one"] = softmaxlab_child(
-                args, tmp, "fp32", args.seeds, batch_seeds=False)
-            res[f"softmaxlab fp32, {args.seeds} seeds, batched"] = softmaxlab_child(
-                args, tmp, "fp32", args.seeds, batch_seeds=True)
+            res[f"softmaxlab fp32, {args.seeds} seeds"] = softmaxlab_child(args, tmp, "fp32", args.seeds)
         if torch.cuda.is_available():  # the GPU path: same study, data resident, one CUDA graph per step
             for prec in ("fp32", "bf16"):
                 res[f"softmaxlab CUDA {prec}"] = softmaxlab_child(args, tmp, prec, device="cuda")
                 if args.seeds > 1:
-                    res[f"softmaxlab CUDA {prec}, {args.seeds} seeds, batched"] = softmaxlab_child(
+                    res[f"softmaxlab CUDA {prec}, {args.seeds} seeds"] = softmaxlab_child(
                         args, tmp, prec, args.seeds, device="cuda")
     again = peaks()  # before and after the contenders: the better of the two, so no fraction is flattered
     pk = {k: max(v, again[k]) for k, v in pk.items()}

@@ -85,7 +85,7 @@ def temps(out: Path) -> set[str]:
 
 
 def planned_runs(args=SWEEP_ARGS) -> int:
-    from softmaxlab.study import parse_range
+    from softmaxlab.mnist.configs import parse_range
 
     a = dict(zip(args[::2], args[1::2]))
     return len(parse_range(a["--layers"], "layers", 1)) * len(parse_range(a["--seeds"], "seeds", 0))
@@ -186,7 +186,7 @@ def verify(out: Path, ref: Path) -> dict:
 
 
 def workers_here() -> int:
-    from softmaxlab.workers import cpu_count
+    from softmaxlab.mnist.runner import cpu_count
 
     return min(cpu_count(), planned_runs(SWEEP_ARGS))
 
@@ -374,7 +374,7 @@ def write_doc(path: Path, kill: dict, conc: dict, bad: dict, num: dict, conf: di
               seconds: float) -> None:
     import torch
 
-    from softmaxlab.runs import cpu_model
+    from softmaxlab.mnist.records import cpu_model
 
     cmd = "SOFTMAXLAB_DATA=/path/to/mnist python scripts/reliability.py " + " ".join(argv)
     lost = kill["lost"] + conc["lost"]

@@ -25,8 +25,6 @@ n_draws is capped so that n_draws * N * K <= max_elements (default 2^22): C = 10
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 
 import torch
 
@@ -165,55 +163,3 @@ def format_table(rows: list[dict]) -> str:
             f"{r['grad_cosine']:.4f} | {r['grad_rel_err']:.4f} | {r['grad_true_bias']:+.4f} | {r['n_draws']} |"
         )
     return "\n".join(lines)
-
-
-def plot_bias(rows: list[dict], path) -> str:
-    """Loss bias (± 2 se) and gradient relative error vs K (log x) per estimator.
-
-    PNG or SVG by the path's suffix, written atomically (temp file + os.replace). Returns the path.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".png", ".svg"):
-        raise SoftmaxlabError(f"plot path must end in .png or .svg, got {path!r}")
-    if not rows:
-        raise SoftmaxlabError("no rows to plot; run bias_study first")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for est in dict.fromkeys(r["estimator"] for r in rows):
-        rs = sorted((r for r in rows if r["estimator"] == est), key=lambda r: r["num_sampled"])
-        ks = [r["num_sampled"] for r in rs]
-        ax1.errorbar(ks, [r["loss_bias"] for r in rs], yerr=[2 * r["loss_bias_se"] for r in rs],
-                     marker="o", capsize=3, label=est)
-        ax2.plot(ks, [r["grad_rel_err"] for r in rs], marker="o", label=est)
-    r0 = rows[0]
-    ax1.axhline(0.0, color="k", lw=0.8)
-    ax1.set_xscale("log")
-    ax1.set_yscale("symlog", linthresh=1e-2)
-    ax1.set_xlabel("K (sampled classes)")
-    ax1.set_ylabel("E[sampled loss] - full loss")
-    ax1.set_title(f"loss bias, C={r0['classes']}, {r0['sampler']} q")
-    ax1.legend()
-    ax2.set_xscale("log")
-    ax2.set_yscale("log")
-    ax2.set_xlabel("K (sampled classes)")
-    ax2.set_ylabel("||E[sampled grad] - full grad|| / ||full grad||")
-    ax2.set_title("gradient error wrt the logits")
-    ax2.legend()
-    fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=ext)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=ext[1:], dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path

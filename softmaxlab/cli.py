@@ -1,28 +1,44 @@
-"""The `softmaxlab` command. Options of train/sweep/reproduce are generated from their config dataclasses.
+"""The `softmaxlab` command. Options of train/sweep/reproduce are generated from their frozen config dataclasses
+(mnist/configs.py: each field's type, default and help); `reproduce` runs the study, then the report.
 
 Every user error ends as one line `error: ...` and exit code 2; Ctrl-C keeps every finished epoch.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import inspect
 import json
+import math
 import sys
-import textwrap
+import time
 import typing
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from . import __version__
+from .bias import bias_study, format_table
+from .config import load_config
 from .errors import SoftmaxlabError
+from .gradcheck import run_checks
+from .mnist import records, study
+from .mnist.configs import ReproduceConfig, SweepConfig, TrainConfig, check_workers, parse_range, protocol
+from .mnist.data import check
+from .mnist.engine import precision_note
+from .mnist.models import width_table
+from .mnist.runner import execute
+from .mnist.summary import Arch, BiasStudy, summarize
+from .mnist.train import train as train_run
+from .report import write_report
+from .report.figures import plot_bias
 
 # typer >= 0.20 vendors its own click; its exception classes are reachable through typer's public ones.
 UsageError = typer.BadParameter.__bases__[0]
 ClickException = UsageError.__bases__[0]
+EXECUTORS = ("local", "ray")
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Softmax maths and the linear-vs-MLP MNIST study, done right.")
@@ -35,14 +51,7 @@ DataDir = typer.Option(None, "--data-dir", help="Folder with the MNIST IDX files
                                                  "else ~/.cache/softmaxlab/mnist).")
 
 
-# ---- options generated from a config dataclass -----------------------------------------------------------
-
-
-def field_docs(cls) -> dict[str, str]:
-    """The docstring under each field of a dataclass (read from its source, as Sphinx does)."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    return {a.target.id: " ".join(b.value.value.split()) for a, b in zip(body, body[1:])
-            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)}
+# ---- options generated from config dataclasses ------------------------------------------------------------
 
 
 def _auto_int(name: str):
@@ -57,28 +66,29 @@ def _auto_int(name: str):
     return parse
 
 
-def config_command(cls, skip: tuple[str, ...] = ()):
-    """Decorate `fn(cfg, **rest)` into a command whose options are `rest` plus every field of `cls`."""
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
+def config_command(*classes, skip: tuple[str, ...] = ()):
+    """Decorate `fn(cfg_1, ..., cfg_n, **rest)` into a command whose options are `rest` plus the fields of each
+    class (a name taken by an earlier class, or in `skip`, is left out of the later ones) and --config FILE."""
+    hints = {cls: typing.get_type_hints(cls) for cls in classes}
+    owner: dict[str, type] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name not in skip:
+                owner.setdefault(f.name, cls)
 
     def deco(fn):
-        own = [p for name, p in inspect.signature(fn).parameters.items() if name != "cfg"]
-        fields, parsers = [], {}
-        for f in dataclasses.fields(cls):
-            if f.name in skip:
-                continue
-            tp, default = hints[f.name], f.default
+        own = list(inspect.signature(fn).parameters.values())[len(classes):]
+        fields, parsers, types = [], {}, {}
+        for name, cls in owner.items():
+            f = {f.name: f for f in dataclasses.fields(cls)}[name]
+            tp = types[name] = hints[cls][name]
+            default = f.default
             if tp == Optional[int]:  # int | None: 'auto' on the command line means None
-                tp, parsers[f.name] = str, _auto_int(f.name)
+                tp, parsers[name] = str, _auto_int(name)
                 default = "auto" if default is None else str(default)
-            fields.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=tp,
-                                            default=typer.Option(default, help=docs.get(f.name, ""))))
-
-        # --config FILE: its values replace defaults, never options given on the command line
-        own_types = {k: v for k, v in typing.get_type_hints(fn).items() if k != "cfg" and k != "return"}
-        file_types = {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in skip}
-        file_types.update({p.name: own_types[p.name] for p in own if p.name in own_types})
+            fields.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=tp,
+                                            default=typer.Option(default, help=f.metadata["help"])))
+        types.update({k: v for k, v in typing.get_type_hints(fn).items() if k in {p.name for p in own}})
         extra = [inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                    default=typer.Option(None, "--config", help="TOML file of option values "
                                                         "(keys as the options; options given here win).")),
@@ -87,19 +97,17 @@ def config_command(cls, skip: tuple[str, ...] = ()):
         @functools.wraps(fn)
         def wrapper(**kw):
             ctx, path, given = kw.pop("_ctx"), kw.pop("config_file"), set()
-            if path is not None:
-                from .config import load_config
-
-                for name, v in load_config(path, file_types).items():
+            if path is not None:  # its values replace defaults, never options given on the command line
+                for name, v in load_config(path, types).items():
                     src = ctx.get_parameter_source(name)
                     if src is None or src.name in ("DEFAULT", "DEFAULT_MAP"):
                         kw[name] = v
                         given.add(name)
-            vals = {f.name: kw.pop(f.name) for f in dataclasses.fields(cls) if f.name in kw}
             for name, parse in parsers.items():
                 if name not in given:
-                    vals[name] = parse(vals[name])
-            return fn(cls(**vals), **kw)
+                    kw[name] = parse(kw[name])
+            cfgs = [cls(**{n: kw.pop(n) for n, c in owner.items() if c is cls}) for cls in classes]
+            return fn(*cfgs, **kw)
 
         wrapper.__signature__ = inspect.Signature(own + fields + extra)
         return wrapper
@@ -112,8 +120,6 @@ def config_command(cls, skip: tuple[str, ...] = ()):
 
 def _version(value: bool):
     if value:
-        from . import __version__
-
         print(f"softmaxlab {__version__}")
         raise typer.Exit()
 
@@ -128,8 +134,6 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def data_check(data_dir: Optional[Path] = DataDir, download: bool = typer.Option(
         False, help="Download missing files from the public mirrors first.")):
     """Verify the four MNIST files (sha256 of the decoded payload) and print their checksums."""
-    from .data import check
-
     rows = check(data_dir, download=download)
     for r in rows:
         print(f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<26} {r['bytes']:>10,} bytes  sha256 {r['sha256']}")
@@ -142,9 +146,6 @@ def params(budget: int = typer.Option(814_090, help="Parameter budget to meet.")
            layers: str = typer.Option("1-8", help="Hidden-layer counts, e.g. 1-8 or 1,2,4."),
            json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Q3: the width k(L) that keeps L equal hidden layers at the parameter budget."""
-    from .models import width_table
-    from .study import parse_range
-
     rows = width_table(parse_range(layers, "layers", 1), budget)
     if json_out:
         print(json.dumps(rows, indent=2))
@@ -156,89 +157,52 @@ def params(budget: int = typer.Option(814_090, help="Parameter budget to meet.")
               f"{r['deviation_pct']:>+8.3f}")
 
 
-def _train_config():
-    from .train import TrainConfig
-
-    return TrainConfig
+def _note(cfg: TrainConfig) -> None:
+    note = precision_note(cfg)
+    if note:
+        print(note, file=sys.stderr)
 
 
 @app.command()
-@config_command(_train_config())
-def train(cfg, data_dir: Optional[Path] = DataDir,
+@config_command(TrainConfig)
+def train(cfg: TrainConfig, data_dir: Optional[Path] = DataDir,
           out: Optional[Path] = typer.Option(None, help="Record the run under this folder (resumable)."),
           json_out: bool = typer.Option(False, "--json", help="Print the result as JSON.")):
     """Train one model under the assignment's protocol and print its metrics."""
-    from . import runs
-    from .study import load_data, run_name
-    from .train import train as train_run
-
     cfg.validate()
-    _precision_note(cfg)
-    data = load_data(data_dir)
+    _note(cfg)
+    data = study.load_data(data_dir)
     tty = sys.stderr.isatty() and not json_out
     if out is not None:
-        from .study import execute
-
         res = execute([cfg], out, data, progress=tty, log=(lambda s: None) if json_out else print)[0]
     else:
         res = train_run(cfg, data, progress=tty)
-        res.update(name=run_name(cfg, res["width"]), seed=cfg.seed, config=dataclasses.asdict(cfg),
-                   **runs.provenance())
+        res.update(name=records.run_name(cfg.model, cfg.layers, res["width"]), seed=cfg.seed,
+                   config=dataclasses.asdict(cfg), **records.provenance())
     if json_out:
         print(json.dumps({k: v for k, v in res.items() if k != "test_errors"}, indent=2))
         return
     for h in res["history"]:
         print(f"epoch {h['epoch']}: train_loss={h['train_loss']:.4f} val_loss={h['val_loss']:.4f} "
               f"val_acc={h['val_acc']:.4f} ({h['epoch_time_s']:.2f}s)")
-    if res["status"] == "ok":
-        print(f"{res['name']}: params={res['params']:,} test_acc={res['test_acc']:.4f} "
-              f"test_loss={res['test_loss']:.4f} train_time={res['train_time_s']:.1f}s device={res['device']}")
-    else:
-        at = res["diverged_at"]
-        print(f"{res['name']}: DIVERGED at epoch {at['epoch']} step {at['step']} (non-finite loss)")
+    print(f"{res['name']}: {records.outcome(res)}")
 
 
-def _precision_note(cfg) -> None:
-    from .train import precision_note
+def _tracker(kind: str, out):
+    if kind in (None, "none"):
+        return None
+    from .extras.tracking import make_tracker
 
-    note = precision_note(cfg)
-    if note:
-        print(note, file=sys.stderr)
-
-
-def _sweep_config():
-    from .study import SweepConfig
-
-    return SweepConfig
+    return make_tracker(kind, out)
 
 
 @app.command()
-@config_command(_sweep_config())
-def sweep(cfg, data_dir: Optional[Path] = DataDir,
-          lr: float = typer.Option(0.01, help="SGD learning rate."),
-          batch_size: int = typer.Option(64, help="Examples per SGD step."),
-          epochs: int = typer.Option(5, help="Passes over the training set."),
-          init: str = typer.Option("glorot", help="glorot (Keras default, as the assignment) or torch."),
-          precision: str = typer.Option("fp32", help="fp32 or bf16."),
-          train_subset: Optional[int] = typer.Option(None, help="Train on the first N examples only."),
-          eval_subset: Optional[int] = typer.Option(None, help="Evaluate on the first N examples only."),
-          device: str = typer.Option("auto", help="auto, cpu or cuda."),
-          threads: Optional[int] = typer.Option(None, help="torch intra-op threads.")):
+@config_command(SweepConfig, TrainConfig, skip=("seed",))  # the sweep plans model, layers, width, seed
+def sweep(cfg: SweepConfig, base: TrainConfig, data_dir: Optional[Path] = DataDir):
     """Train MLPs over hidden-layer counts and seeds; records under --out, re-running resumes."""
-    from .study import check_study, check_workers, execute, load_data, protocol, summarize
-    from .train import TrainConfig
-
-    base = TrainConfig(lr=lr, batch_size=batch_size, epochs=epochs, init=init, precision=precision,
-                       train_subset=train_subset, eval_subset=eval_subset, device=device, threads=threads)
     base.validate()
-    _precision_note(base)
-    plan = cfg.plan(base)
-    for c in plan:
-        c.validate()
-    from . import runs
-    from .executors import EXECUTORS, require_ray
-    from .tracking import make_tracker
-
+    _note(base)
+    plan = [c.validate() for c in cfg.plan(base)]
     if cfg.executor not in EXECUTORS:
         raise SoftmaxlabError(f"--executor {cfg.executor!r} is unknown: use {' or '.join(EXECUTORS)}")
     check_workers(cfg.workers)
@@ -247,23 +211,21 @@ def sweep(cfg, data_dir: Optional[Path] = DataDir,
     if cfg.address is not None and cfg.executor != "ray":
         raise SoftmaxlabError("--address is for --executor ray: add --executor ray or drop --address")
     if cfg.executor == "ray":
-        require_ray()  # not installed: say so before loading anything
-    tracker = make_tracker(cfg.track, Path(cfg.out))
-    try:
-        out = runs.ensure_dir(cfg.out)
-        check_study(out, "sweep", protocol(base))
-        data = load_data(data_dir)
-        if cfg.executor == "ray":
-            from .executors import execute_ray
+        from .extras.ray import execute_ray, require_ray
 
+        require_ray()  # not installed: say so before loading anything
+    tracker = _tracker(cfg.track, Path(cfg.out))
+    try:
+        out = records.ensure_dir(cfg.out)
+        study.check_study(out, "sweep", protocol(base))
+        data = study.load_data(data_dir)
+        if cfg.executor == "ray":
             results = execute_ray(plan, out, data, address=cfg.address, tracker=tracker)
         else:
-            results = execute(plan, out, data, tracker=tracker, batch_seeds=cfg.batch_seeds, workers=cfg.workers)
-        from .runs import results_csv, write_json
-
-        runs.atomic_write(out / "results.csv", results_csv(results))
+            results = execute(plan, out, data, tracker=tracker, workers=cfg.workers)
+        records.atomic_write(out / "results.csv", records.results_csv(results))
         rows = summarize(results)
-        write_json(out / "summary.json", dict(rows=rows, provenance=runs.provenance()))
+        records.write_json(out / "summary.json", dict(rows=rows, provenance=records.provenance()))
         if tracker is not None:
             for name in ("results.csv", "summary.json"):
                 tracker.log_artifact(out / name)
@@ -271,42 +233,45 @@ def sweep(cfg, data_dir: Optional[Path] = DataDir,
         if tracker is not None:
             tracker.close()
     for r in rows:
-        ci = "" if r["n"] < 2 else f" +/- {r['test_acc_ci']:.4f}"
-        print(f"{r['name']:<16} params={r['params']:>9,} test_acc={r['test_acc_mean']:.4f}{ci} "
-              f"(n={r['n']}, diverged={r['diverged']})")
-
-
-def _reproduce_config():
-    from .study import ReproduceConfig
-
-    return ReproduceConfig
+        ci = "" if r.n < 2 else f" +/- {r.test_acc_ci:.4f}"
+        print(f"{r.name:<16} params={r.params:>9,} test_acc={r.test_acc_mean:.4f}{ci} "
+              f"(n={r.n}, diverged={r.diverged})")
 
 
 @app.command()
-@config_command(_reproduce_config())
-def reproduce(cfg, data_dir: Optional[Path] = DataDir):
+@config_command(ReproduceConfig)
+def reproduce(cfg: ReproduceConfig, data_dir: Optional[Path] = DataDir):
     """The main job: answer Problem 1 and Q1-Q4 with figures, CIs and provenance in --out/report.html."""
-    from .study import reproduce as run
+    t0 = time.perf_counter()
+    cfg.resolved().plan()  # a bad option: say so before anything is written
+    tracker = _tracker(cfg.track, Path(cfg.out))
+    try:
+        summary, data = study.reproduce(cfg, data_dir, tracker=tracker)
+        out = Path(cfg.out)
+        written = write_report(out, summary, data.test.x)
+        if tracker is not None:
+            for path in [out / "summary.json", out / "results.csv", *written.values()]:
+                tracker.log_artifact(path, subdir=path.parent.relative_to(out).as_posix())
+    finally:
+        if tracker is not None:
+            tracker.close()
+    print(f"report: {out / 'report.html'} (compute {summary.wall_time_s:.0f}s; this invocation "
+          f"{time.perf_counter() - t0:.0f}s)")
+    print(f"Q1 linear:        test_acc {_acc(summary.q1)}")
+    print(f"Q2 784-1024-10:   test_acc {_acc(summary.q2)}")
+    for a in summary.q4:
+        print(f"Q4 L={a.layers} k={a.width:<5} test_acc {_acc(a)}  params={a.params:,}")
+    print(f"report: {out / 'report.html'}")
 
-    summary = run(cfg, data_dir)
-    q1, q2 = summary["q1"], summary["q2"]
-    print(f"Q1 linear:        test_acc {_acc(q1)}")
-    print(f"Q2 784-1024-10:   test_acc {_acc(q2)}")
-    for r in summary["q4"]["equal"]:
-        print(f"Q4 L={r['layers']} k={r['width']:<5} test_acc {_acc(r)}  params={r['params']:,}")
-    print(f"report: {Path(cfg.out) / 'report.html'}")
 
-
-def _acc(row: dict) -> str:
-    ci = row["test_acc_ci"]
-    return f"{row['test_acc_mean']:.4f}" + ("" if ci != ci else f" +/- {ci:.4f} (95% CI, n={row['n']})")
+def _acc(a: Arch) -> str:
+    return f"{a.test_acc_mean:.4f}" + ("" if math.isnan(a.test_acc_ci) else f" +/- {a.test_acc_ci:.4f} (95% CI, "
+                                                                              f"n={a.n})")
 
 
 @sampled_app.command("check")
 def sampled_check(seed: int = typer.Option(0, help="Seed of the random problems.")):
     """Check every closed-form gradient against torch.autograd in float64; print the max abs errors."""
-    from .gradcheck import run_checks
-
     rows = run_checks(seed=seed)
     for r in rows:
         print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['name']:<56} max_abs_err={r['max_abs_err']:.3e} "
@@ -326,22 +291,19 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
                                                         "(C = 10) instead of random ones."),
                  data_dir: Optional[Path] = DataDir):
     """The sampled-softmax bias study: loss bias, error of D and gradient cosine, per estimator and K."""
-    from .bias import bias_study, format_table, plot_bias
-    from .study import parse_range
-
     ks = parse_range(samples, "samples", 1)
     logits = None
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+        raise SoftmaxlabError(f"plot path must end in .png or .svg, got {str(plot)!r}")
     if mnist:
-        from .study import mnist_logits
-
-        logits = mnist_logits(data_dir=data_dir)
+        logits = study.mnist_logits(data_dir=data_dir)
         classes = logits[0].shape[1]
     rows = bias_study(classes=classes, samples=tuple(ks), sampler=sampler, logits=logits, seed=seed)
-    print(f"C = {classes}, proposal {sampler}, {'MNIST-trained' if mnist else 'random'} logits; Z = full "
-          f"normaliser, D = its estimate")
+    title = "MNIST-trained logits" if mnist else "random logits"
+    print(f"C = {classes}, proposal {sampler}, {title}; Z = full normaliser, D = its estimate")
     print(format_table(rows))
     if plot is not None:
-        plot_bias(rows, plot)
+        plot_bias(BiasStudy(title, classes, sampler, tuple(rows)), plot)
         print(f"plot: {plot}")
 
 

@@ -7,10 +7,7 @@ and dl/dx = sum_i (p_i - 1[i = c]) w_i. Derivation: docs/derivations.md, section
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
 from softmaxlab.errors import SoftmaxlabError
@@ -90,38 +87,3 @@ class SoftmaxXent(torch.autograd.Function):
         dW = G.T @ x if ctx.needs_input_grad[1] else None  # (C, d)
         db = G.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None  # (C,)
         return dx, dW, db, None
-
-
-class SoftmaxClassifier(nn.Module):
-    """Linear softmax classifier z = W x + b (the Q1 model) trained through SoftmaxXent.
-
-    forward(x) returns logits (B, C) (inputs of any shape (B, ...) are flattened);
-    loss(x, y) returns the batch-mean cross-entropy with the hand-written backward.
-    Initialised like nn.Linear, so it is interchangeable with nn.Linear + F.cross_entropy.
-    """
-
-    def __init__(self, d_in: int, n_classes: int):
-        super().__init__()
-        if d_in < 1 or n_classes < 2:
-            raise SoftmaxlabError(
-                f"SoftmaxClassifier needs d_in >= 1 and n_classes >= 2, got {d_in}, {n_classes}; fix the sizes"
-            )
-        self.d_in, self.n_classes = d_in, n_classes
-        self.weight = nn.Parameter(torch.empty(n_classes, d_in))
-        self.bias = nn.Parameter(torch.empty(n_classes))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        # Same as nn.Linear: kaiming_uniform(a=sqrt(5)) gives U(-1/sqrt(d), 1/sqrt(d)) for both.
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        bound = 1.0 / math.sqrt(self.d_in)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) @ self.weight.T + self.bias
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return SoftmaxXent.apply(x.flatten(1), self.weight, self.bias, y)
-
-    def extra_repr(self) -> str:
-        return f"d_in={self.d_in}, n_classes={self.n_classes}"

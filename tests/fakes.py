@@ -2,7 +2,7 @@
 
 import torch
 
-from softmaxlab.train import Data, Split
+from softmaxlab.mnist.data import Data, Split
 
 
 def fake_data(n: int = 256, n_eval: int = 128, seed: int = 0) -> Data:

@@ -25,9 +25,14 @@ import numpy as np
 import pytest
 import torch
 
-from softmaxlab import cli, data, runs
+from softmaxlab import cli
 from softmaxlab.errors import SoftmaxlabError
-from softmaxlab.train import Data, Split, TrainConfig, load_checkpoint, train
+from softmaxlab.mnist import data
+from softmaxlab.mnist import records as runs
+from softmaxlab.mnist.configs import TrainConfig
+from softmaxlab.mnist.data import Data, Split
+from softmaxlab.mnist.records import load_checkpoint
+from softmaxlab.mnist.train import train
 
 RESULT_FILES = ("result.json", "results.csv", "summary.json", "report.html", "problem1.json")
 TINY = ["--width", "8", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--threads", "1"]
@@ -41,7 +46,7 @@ def fake_data(n: int = 128) -> Data:
 def fake(monkeypatch):
     """The CLI's data loader returns small synthetic data (rows that are not about the MNIST files)."""
     d = fake_data()
-    monkeypatch.setattr("softmaxlab.study.load_data", lambda data_dir=None, **kw: d)
+    monkeypatch.setattr("softmaxlab.mnist.study.load_data", lambda data_dir=None, **kw: d)
     return d
 
 
@@ -211,7 +216,7 @@ def _without(tiny: list[str], argv: list[str]) -> list[str]:
 
 TARGETS = ["study.json", "config.json", "checkpoint.pt", "metrics.jsonl", "result.json", "results.csv",
            "summary.json"]
-WRITERS = {"checkpoint.pt": "softmaxlab.train"}  # the module whose open() writes that file (else runs.atomic_write)
+WRITERS: dict[str, str] = {}  # the module whose open() writes that file (else runs.atomic_write)
 
 
 def _target_of(path) -> str:
@@ -248,7 +253,7 @@ def test_disk_full_during_a_write(target, how, fake, tmp_path, capsys, monkeypat
                 file = "/dev/full"
             return open(file, mode, *a, **kw)
 
-        monkeypatch.setattr(WRITERS.get(target, "softmaxlab.runs") + ".open", full_open, raising=False)
+        monkeypatch.setattr(WRITERS.get(target, "softmaxlab.mnist.records") + ".open", full_open, raising=False)
     out = tmp_path / "out"
     before = snapshot(out)
     code, err = run_cli([*argv, "--out", str(out)], capsys)
@@ -258,7 +263,7 @@ def test_disk_full_during_a_write(target, how, fake, tmp_path, capsys, monkeypat
     assert_clean_error(code, err, ["No space left on device", "free some space"], before, out, finished=finished)
     assert not list(out.rglob(target))  # its first write failed, and the command stopped there
     monkeypatch.undo()
-    monkeypatch.setattr("softmaxlab.study.load_data", lambda data_dir=None, **kw: fake)
+    monkeypatch.setattr("softmaxlab.mnist.study.load_data", lambda data_dir=None, **kw: fake)
     code, err = run_cli([*argv, "--out", str(out)], capsys)
     assert code == 0, err
 
@@ -415,11 +420,14 @@ def _with(tiny: list[str], key: str, value: str) -> list[str]:
 
 
 def _sampled():
-    return pytest.importorskip("softmaxlab.sampled", reason="softmaxlab/sampled.py not written yet")
+    from softmaxlab import sampled
+
+    return sampled
 
 
 def _probs_sampler(q):
-    samplers = pytest.importorskip("softmaxlab.samplers", reason="softmaxlab/samplers.py not written yet")
+    from softmaxlab import samplers
+
     return samplers.ProbsSampler(torch.tensor(q, dtype=torch.float64))
 
 
@@ -520,7 +528,7 @@ def test_divergence_is_recorded_at_its_step_and_the_sweep_goes_on(fake, tmp_path
 
 def test_divergence_mid_sweep_leaves_the_other_runs_alone(fake, tmp_path):
     """Runs with a sane lr around one that blows up: it is recorded diverged (no NaN checkpoint), they finish."""
-    from softmaxlab.study import execute
+    from softmaxlab.mnist.runner import execute
 
     base = TrainConfig(model="mlp", layers=1, width=8, epochs=2, batch_size=32, device="cpu", threads=1)
     plan = [base, dataclasses.replace(base, lr=1e20), dataclasses.replace(base, seed=1)]
@@ -528,7 +536,7 @@ def test_divergence_mid_sweep_leaves_the_other_runs_alone(fake, tmp_path):
     assert [r["status"] for r in res] == ["ok", "diverged", "ok"]
     assert res[1]["diverged_at"] == {"epoch": 1, "step": 2}
     ck = tmp_path / "out" / "runs" / res[1]["run_id"] / "checkpoint.pt"
-    assert not ck.exists() or all(torch.isfinite(v).all() for v in load_checkpoint(ck).model.values())
+    assert not ck.exists() or all(torch.isfinite(v).all() for v in load_checkpoint(ck)["model"].values())
 
 
 @pytest.mark.parametrize("scale", [1e4, -1e4, 1e3])

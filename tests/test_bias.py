@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from softmaxlab.bias import bias_study, format_table, plot_bias
+from softmaxlab.bias import bias_study, format_table
 from softmaxlab.errors import SoftmaxlabError
+from softmaxlab.mnist.summary import BiasStudy
+from softmaxlab.report.figures import plot_bias
 
 
 def by(rows, est):
@@ -87,16 +89,17 @@ def test_hundred_thousand_classes_default_settings():
 
 
 def test_plot_and_table(tmp_path, rows10):
-    for name in ("bias.png", "bias.svg"):
-        path = plot_bias(rows10, tmp_path / name)
-        assert (tmp_path / name).stat().st_size > 1000 and path.endswith(name)
+    """`sampled bias --plot` draws the report's bias figure (one panel), PNG or SVG by the suffix."""
+    study = BiasStudy("random logits", 10, "uniform", tuple(rows10))
+    plot_bias(study, tmp_path / "bias.png")
+    plot_bias(study, tmp_path / "bias.svg")
+    assert (tmp_path / "bias.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (tmp_path / "bias.svg").read_bytes()[:500]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.png", "bias.svg"]  # no temp files left
     table = format_table(rows10)
     assert table.count("\n") == 2 + len(rows10) - 1 and "importance" in table
     with pytest.raises(SoftmaxlabError, match="png"):
-        plot_bias(rows10, tmp_path / "bias.pdf")
-    with pytest.raises(SoftmaxlabError, match="no rows"):
-        plot_bias([], tmp_path / "x.png")
+        plot_bias(study, tmp_path / "bias.pdf")
 
 
 @pytest.mark.parametrize(

@@ -54,8 +54,8 @@ def test_report_renders_in_chromium(browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     out = tmp_path / "study"
-    summary, images, labels = make_study(out)
-    report.write_report(out, summary, images, labels)
+    summary, images = make_study()
+    report.write_report(out, summary, images)
     browser.get((out / "report.html").resolve().as_uri())
 
     assert browser.title == report.TITLE

@@ -83,7 +83,7 @@ def test_train_json(mnist_dir):
 
 def test_train_bf16_says_how_it_ran(mnist_dir):
     """bf16 records whether its GEMMs were bf16 or emulated; where emulated, stderr says so in one line."""
-    from softmaxlab.train import bf16_gemm
+    from softmaxlab.mnist.engine import bf16_gemm
 
     p = cli("train", "--layers", "1", "--width", "32", "--epochs", "1", "--train-subset", "640", "--eval-subset",
             "200", "--precision", "bf16", "--device", "cpu", "--json", "--data-dir", str(mnist_dir), check=True)

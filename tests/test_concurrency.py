@@ -12,9 +12,10 @@ from pathlib import Path
 import fakes
 import pytest
 
-from softmaxlab import runs
-from softmaxlab.study import execute
-from softmaxlab.train import Data, TrainConfig
+from softmaxlab.mnist import records as runs
+from softmaxlab.mnist.configs import TrainConfig
+from softmaxlab.mnist.data import Data
+from softmaxlab.mnist.runner import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("reliability", ROOT / "scripts" / "reliability.py")
@@ -109,7 +110,7 @@ def test_two_sweeps_on_one_out_never_train_a_run_twice(mnist_dir, tmp_path):
 def test_two_studies_racing_for_a_fresh_out_cannot_both_claim_it(tmp_path, monkeypatch):
     """Both processes saw no study.json; the one that creates it second must not overwrite the first's."""
     from softmaxlab.errors import SoftmaxlabError
-    from softmaxlab.study import check_study
+    from softmaxlab.mnist.study import check_study
 
     path = tmp_path / "study.json"
     assert runs.write_json(path, dict(kind="sweep", protocol=dict(epochs=2)), exclusive=True) is True

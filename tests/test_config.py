@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 from softmaxlab.config import field_types, load_config
 from softmaxlab.errors import SoftmaxlabError
-from softmaxlab.study import ReproduceConfig, SweepConfig
-from softmaxlab.train import TrainConfig
+from softmaxlab.mnist.configs import ReproduceConfig, SweepConfig, TrainConfig
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -184,7 +183,7 @@ def test_cli_options_override_the_file(tmp_path, monkeypatch):
     def no_data(data_dir=None):
         raise SoftmaxlabError("stop here: the config is captured")
 
-    monkeypatch.setattr("softmaxlab.study.load_data", no_data)
+    monkeypatch.setattr("softmaxlab.mnist.study.load_data", no_data)
 
     real_validate = TrainConfig.validate
 

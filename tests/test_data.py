@@ -15,8 +15,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from softmaxlab import data
-from softmaxlab.data import (
+from softmaxlab.errors import SoftmaxlabError
+from softmaxlab.mnist import data, records
+from softmaxlab.mnist.data import (
     TEST_IMAGES,
     TEST_LABELS,
     TRAIN_IMAGES,
@@ -31,7 +32,6 @@ from softmaxlab.data import (
     split_indices,
     to_float,
 )
-from softmaxlab.errors import SoftmaxlabError
 
 NAMES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 
@@ -337,7 +337,7 @@ def test_download_skips_dead_and_corrupt_mirrors(server, tmp_path, monkeypatch):
         assert handler.hits.index(f"/corrupt/{n}.gz") < handler.hits.index(f"/good/{n}.gz")
     landed = [(a, b) for a, b in replaced if b.parent == d]
     assert [b.name for _, b in landed] == [f"{n}.gz" for n in NAMES]
-    assert all(a.parent == d and a.name.endswith(".part") for a, _ in landed)  # temp in the same dir
+    assert all(a.parent == d and records._TEMP.search(a.name) for a, _ in landed)  # records' temp, same dir
     assert_same(load_mnist(d, mirrors=[dead_url()], files=files), arrays)  # now local, no download
 
 
@@ -468,10 +468,11 @@ def test_mnist_split_selects_rows(small):
     m = load_mnist(d, download=False, files=files)
     s = mnist_split(m, n_val=5, seed=3)
     t, v = split_indices(20, 5, 3)
-    assert torch.equal(s["train"][0], m.train_images[t]) and torch.equal(s["train"][1], m.train_labels[t])
-    assert torch.equal(s["val"][0], m.train_images[v]) and torch.equal(s["val"][1], m.train_labels[v])
-    assert s["test"][0] is m.test_images and s["test"][1] is m.test_labels
-    assert m.split(5, 3)["val"][1].tolist() == s["val"][1].tolist()
+    flat = lambda x: x.reshape(len(x), 784)
+    assert torch.equal(s.train.x, flat(m.train_images[t])) and torch.equal(s.train.y, m.train_labels[t].long())
+    assert torch.equal(s.val.x, flat(m.train_images[v])) and torch.equal(s.val.y, m.train_labels[v].long())
+    assert torch.equal(s.test.x, flat(m.test_images)) and s.test.y.dtype == torch.int64
+    assert s.train.x.dtype == torch.uint8 and s.train.x.is_contiguous()  # the trainer's shape
 
 
 def test_to_float():
@@ -516,7 +517,7 @@ def test_real_mnist(real):
 def test_real_split(real):
     m, _ = real
     s = mnist_split(m)
-    assert [len(s[k][0]) for k in ("train", "val", "test")] == [50000, 10000, 10000]
+    assert [len(split.x) for split in (s.train, s.val, s.test)] == [50000, 10000, 10000]
     t, v = split_indices()
     assert torch.cat([t, v]).sort().values.equal(torch.arange(60000))
-    assert torch.equal(s["val"][1], m.train_labels[v])
+    assert torch.equal(s.val.y, m.train_labels[v].long())

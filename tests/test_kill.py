@@ -12,9 +12,11 @@ from pathlib import Path
 import fakes
 import pytest
 
-from softmaxlab import runs
-from softmaxlab.study import execute, summarize
-from softmaxlab.train import Data, TrainConfig
+from softmaxlab.mnist import records as runs
+from softmaxlab.mnist.configs import TrainConfig
+from softmaxlab.mnist.data import Data
+from softmaxlab.mnist.runner import execute
+from softmaxlab.mnist.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("reliability", ROOT / "scripts" / "reliability.py")
@@ -140,22 +142,3 @@ def test_sweep_survives_20_random_kills(mnist_dir, tmp_path):
     assert res["problems"] == [], res
     assert res["lost"] == res["duplicates"] == res["mismatched"] == 0, res
     assert res["complete"] == res["planned"] >= 4, res
-
-
-def test_kill_between_the_checkpoints_of_one_epoch_of_a_seed_group(tmp_path, data):
-    """Runs that differ only in seed may train together (study.execute's batched pass) and checkpoint one after
-    the other at each epoch's end; a kill between those writes leaves seed 0 an epoch ahead of seed 1. Resuming
-    from there must still end bitwise where an uninterrupted sweep ends."""
-    two = [dataclasses.replace(BASE, seed=s) for s in (0, 1)]
-    one = [dataclasses.replace(c, epochs=1) for c in two]
-    straight = execute(two, tmp_path / "straight", data, progress=False, log=lambda s: None, batch_seeds=True)
-    execute(one, tmp_path / "epoch1", data, progress=False, log=lambda s: None, batch_seeds=True)
-    out = tmp_path / "killed"
-    for c, src in ((two[0], tmp_path / "straight"), (two[1], tmp_path / "epoch1")):
-        rid_src = runs.run_id((c if src.name == "straight" else dataclasses.replace(c, epochs=1)).identity())
-        d = out / "runs" / runs.run_id(c.identity())
-        d.mkdir(parents=True)
-        shutil.copy(src / "runs" / rid_src / "checkpoint.pt", d / "checkpoint.pt")
-    resumed = execute(two, out, data, progress=False, log=lambda s: None, batch_seeds=True)
-    for a, b in zip(resumed, straight):
-        assert rel.same_part(a) == rel.same_part(b), (a["seed"], a["history"], b["history"])

@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softmaxlab.errors import SoftmaxlabError
-from softmaxlab.models import (
+from softmaxlab.mnist.models import (
     BUDGET,
     build,
     glorot_,

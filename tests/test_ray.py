@@ -15,11 +15,14 @@ ray = pytest.importorskip("ray")
 
 import torch  # noqa: E402
 
-from softmaxlab import runs  # noqa: E402
 from softmaxlab.errors import SoftmaxlabError  # noqa: E402
-from softmaxlab.executors import execute_ray, shortfall  # noqa: E402
-from softmaxlab.study import execute, load_data  # noqa: E402
-from softmaxlab.train import TrainConfig, load_checkpoint, train  # noqa: E402
+from softmaxlab.extras.ray import execute_ray, shortfall  # noqa: E402
+from softmaxlab.mnist import records as runs  # noqa: E402
+from softmaxlab.mnist.configs import TrainConfig  # noqa: E402
+from softmaxlab.mnist.records import load_checkpoint  # noqa: E402
+from softmaxlab.mnist.runner import execute  # noqa: E402
+from softmaxlab.mnist.study import load_data  # noqa: E402
+from softmaxlab.mnist.train import train  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a Ray instance takes ~10 s to start; the tests after it take seconds
 
@@ -83,10 +86,10 @@ def assert_same_run(a_dir, b_dir):
     assert stable(json.loads((a_dir / "result.json").read_text())) == \
         stable(json.loads((b_dir / "result.json").read_text()))
     ca, cb = load_checkpoint(a_dir / "checkpoint.pt"), load_checkpoint(b_dir / "checkpoint.pt")
-    assert ca.epoch == cb.epoch and ca.model.keys() == cb.model.keys()
-    for k in ca.model:
-        assert torch.equal(ca.model[k], cb.model[k]), k
-    assert torch.equal(ca.shuffle_rng, cb.shuffle_rng)
+    assert ca["epoch"] == cb["epoch"] and ca["model"].keys() == cb["model"].keys()
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), k
+    assert torch.equal(ca["shuffle_rng"], cb["shuffle_rng"])
 
 
 def test_ray_results_and_records_equal_the_local_executor(cluster, data, local, tmp_path):

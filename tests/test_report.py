@@ -1,9 +1,12 @@
-"""The report from a realistic fake study (no training): files, tables, escaping, links, figures, determinism."""
+"""The report from a realistic fake study (no training): files, tables, escaping, links, figures, determinism.
+
+Tables are read by their header names (a row is {header: cell}), never by cell positions.
+"""
 
 from __future__ import annotations
 
 import base64
-import json
+import dataclasses
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -13,9 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from softmaxlab import report, runs
-from softmaxlab.models import mlp_param_count, width_table
-from softmaxlab.study import summarize
+from softmaxlab import report
+from softmaxlab.mnist import records as runs
+from softmaxlab.mnist.configs import TrainConfig
+from softmaxlab.mnist.models import mlp_param_count, width_table
+from softmaxlab.mnist.summary import BiasStudy, Check, Problem1, Run, Summary, WidthRow, misclassified, summarize
+from softmaxlab.report.figures import FIGURES
+from softmaxlab.report.html import render_html
+from softmaxlab.report.markdown import render_markdown
 
 EVIL = "<script>alert(1)</script>"
 TABLE_IDS = ("q1-table", "q2-table", "q3-table", "q4-table", "gradcheck-table", "bias-table-mnist",
@@ -28,9 +36,9 @@ def _history(acc: float, epochs: int, seed: int) -> list[dict]:
                  epoch_time_s=2.0 + 0.1 * e) for e in range(1, epochs + 1)]
 
 
-def make_study(out: Path, n_test: int = 10_000) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """A summary shaped like study.reproduce's (2 seeds, L = 1..3, the fixed-width curve, one diverged run, so
-    one NaN CI), the runs' result.json files under out/runs, and random test images."""
+def make_study(n_test: int = 10_000) -> tuple[Summary, torch.Tensor]:
+    """A Summary as study.reproduce builds it (2 seeds, L = 1..3, the fixed-width curve, one diverged run, so
+    one NaN CI) from realistic result dicts, and random test images."""
     layers, epochs = [1, 2, 3], 3
     prov = dict(versions=dict(softmaxlab="0.1.0", python="3.11.7", torch="2.13.0", numpy="2.4.6"),
                 git_commit="0123456789abcdef0123456789abcdef01234567+dirty",
@@ -67,8 +75,6 @@ def make_study(out: Path, n_test: int = 10_000) -> tuple[dict, torch.Tensor, tor
                 errors = [[int(i), (int(labels[i]) + 1 + int(i) % 9) % 10] for i in wrong]
                 r.update(test_acc=test_acc, test_loss=0.3 - acc / 10, val_acc=r["history"][-1]["val_acc"],
                          val_loss=r["history"][-1]["val_loss"], test_errors=errors)
-            (out / "runs" / rid).mkdir(parents=True, exist_ok=True)
-            runs.write_json(out / "runs" / rid / "result.json", r)
             results.append(r)
     by = lambda pred: [r for r in results if pred(r)]
 
@@ -80,29 +86,23 @@ def make_study(out: Path, n_test: int = 10_000) -> tuple[dict, torch.Tensor, tor
                      d_rel_abs=0.3 / math.sqrt(K), grad_cosine=1 - 0.5 / K)
                 for est, scale in (("as_posed", 2.0), ("importance", 0.5), ("logq", 0.2)) for K in ks]
 
-    summary = dict(
-        config=dict(seeds=2, out=f"results{EVIL}", quick=False, with_fixed_width=True, layers="1-3", epochs=epochs,
-                    lr=0.01, batch_size=64, init="glorot", precision="fp32", bias_classes=100_000, device="auto",
-                    threads=None),
-        provenance=prov,
-        problem1=dict(key=dict(bias_classes=100_000, quick=False, q1_run=results[0]["run_id"]),
-                      gradcheck=[dict(name="softmax_jacobian", max_abs_err=2.2e-16, tol=1e-10, ok=True),
-                                 dict(name="cross_entropy_grad", max_abs_err=5.5e-17, tol=1e-10, ok=True),
-                                 dict(name=f"sampled_grad{EVIL}", max_abs_err=math.nan, tol=1e-10, ok=False)],
-                      bias=dict(mnist=dict(classes=10, sampler="uniform",
-                                           rows=bias_rows(10, "uniform", [1, 2, 4, 8], 1.78)),
-                                synthetic=dict(classes=100_000, sampler="loguniform",
-                                               rows=bias_rows(100_000, "loguniform", [8, 64, 512, 4096], 7.6)))),
-        q1=summarize(by(lambda r: r["model"] == "linear"))[0],
-        q2=summarize(by(lambda r: r["name"] == f"mlp-L1-k{widths[1]}"))[0],
-        q3=width_table(layers),
-        q4=dict(equal=summarize(by(lambda r: r["model"] == "mlp" and r["width"] == widths[r["layers"]])),
-                fixed=summarize(by(lambda r: r["model"] == "mlp" and r["width"] == 1024))),
-        runs=[{k: v for k, v in r.items() if k != "test_errors"} for r in results],
-        wall_time_s=123.4,
-    )
-    runs.write_json(out / "summary.json", summary)
-    return summary, images, labels
+    q4 = summarize(by(lambda r: r["model"] == "mlp" and r["width"] == widths[r["layers"]]))
+    fixed = summarize(by(lambda r: r["model"] == "mlp" and r["width"] == 1024))
+    q1, q2 = summarize(by(lambda r: r["model"] == "linear"))[0], q4[0]
+    checks = (Check("softmax_jacobian", 2.2e-16, 1e-10, True), Check("cross_entropy_grad", 5.5e-17, 1e-10, True),
+              Check(f"sampled_grad{EVIL}", math.nan, 1e-10, False))
+    bias = (BiasStudy("MNIST logits", 10, "uniform", tuple(bias_rows(10, "uniform", [1, 2, 4, 8], 1.78))),
+            BiasStudy("synthetic logits", 100_000, "loguniform",
+                      tuple(bias_rows(100_000, "loguniform", [8, 64, 512, 4096], 7.6))))
+    summary = Summary(
+        protocol=TrainConfig(epochs=epochs, device="cpu"),
+        config=dict(seeds=2, out=f"results{EVIL}", quick=False, with_fixed_width=True, layers="1-3", epochs=epochs),
+        seeds=2, quick=False, budget=814_090, provenance=prov,
+        problem1=Problem1(checks, bias, results[0]["run_id"], 12.5), q1=q1, q2=q2,
+        q3=tuple(WidthRow(**r) for r in width_table(layers)), q4=tuple(q4), q4_fixed=tuple(fixed),
+        runs=tuple(Run.of(r) for r in results),
+        misclassified=misclassified([q1, *q4, *fixed], results, labels), wall_time_s=123.4)
+    return summary, images
 
 
 class _Page(HTMLParser):
@@ -154,12 +154,25 @@ def _markdown_prose(md: str) -> str:
     return re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", md)
 
 
+def rows(page: _Page, tid: str) -> list[dict[str, str]]:
+    """A table's body rows as {header: cell text}."""
+    header, *body = page.tables[tid]
+    return [dict(zip(header, r)) for r in body]
+
+
+def _markdown_prose(md: str) -> str:
+    """Markdown without its code (fenced blocks, code spans), which GitHub shows as literal text: what is left
+    is what a renderer reads as Markdown or HTML."""
+    md = re.sub(r"^(`{3,})[^\n]*\n.*?^\1\s*$", "", md, flags=re.S | re.M)
+    return re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", md)
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    summary, images, labels = make_study(out)
-    paths = report.write_report(out, summary, images, labels)
-    return out, summary, images, labels, paths
+    summary, images = make_study()
+    paths = report.write_report(out, summary, images)
+    return out, summary, images, paths
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -169,7 +182,7 @@ def _files(out: Path) -> dict[str, bytes]:
 
 def test_writes_every_file(study):
     out, *_, paths = study
-    for name in report.FIGURES:
+    for name in FIGURES:
         png, svg = (out / "figures" / f"{name}.png").read_bytes(), (out / "figures" / f"{name}.svg").read_bytes()
         assert png.startswith(PNG_MAGIC), name
         assert ET.fromstring(svg).tag.endswith("}svg"), name
@@ -186,7 +199,7 @@ def test_html_is_self_contained_with_every_table(study):
     assert set(TABLE_IDS) <= set(page.tables)
     assert not page.tags & {"script", "link", "iframe", "object", "embed"}  # no JS, no external CSS
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text) and "@import" not in text
-    assert len(page.imgs) == len(report.FIGURES)
+    assert len(page.imgs) == len(FIGURES)
     for src in page.imgs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_MAGIC)
@@ -199,109 +212,88 @@ def test_markup_in_the_summary_comes_out_escaped(study):
     text = (out / "report.html").read_text("utf-8")
     assert "<script" not in text.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # command, host, config, a gradcheck's name
-    assert "alert(1)" in _Page(text).tables["gradcheck-table"][3][0]
+    failed = next(r for r in rows(_Page(text), "gradcheck-table") if r["result"] == "FAIL")
+    assert "alert(1)" in failed["check"] and failed["max |error|"] == "n/a"  # a NaN error reads n/a
     md = (out / "report.md").read_text("utf-8")
     assert "alert(1)" in md and "<script" not in _markdown_prose(md).lower()
 
 
 def test_markup_in_a_run_name_is_escaped(study):
     _, summary, *_ = study
-    s = json.loads(json.dumps(summary))
-    for r in [s["q1"]] + [r for r in s["runs"] if r["name"] == "linear"]:
-        r["name"] = f"lin{EVIL}"
-    text = report.render_html(s, {})
-    assert "<script" not in text.lower() and f"lin{EVIL}".replace("<", "&lt;").replace(">", "&gt;") in text
-    assert _Page(text).tables["q1-table"][1][1] == f"lin{EVIL}"
-    assert "<script" not in _markdown_prose(report.render_markdown(s)).lower()
+    name = f"lin{EVIL}"
+    s = dataclasses.replace(summary, q1=dataclasses.replace(summary.q1, name=name),
+                            runs=tuple(dataclasses.replace(r, name=name) if r.name == "linear" else r
+                                       for r in summary.runs))
+    text = render_html(s, {})
+    assert "<script" not in text.lower() and name.replace("<", "&lt;").replace(">", "&gt;") in text
+    assert rows(_Page(text), "q1-table")[0]["name"] == name
+    assert "<script" not in _markdown_prose(render_markdown(s, [])).lower()
 
 
 def test_tables_say_what_the_summary_says(study):
-    out, summary, *_ = study
-    t = _Page((out / "report.html").read_text("utf-8")).tables
-    q1 = summary["q1"]
-    assert t["q1-table"][1][5] == f"{100 * q1['test_acc_mean']:.2f} ± {100 * q1['test_acc_ci']:.2f}"
-    assert t["q1-table"][1][7] == "2" and t["q2-table"][1][4] == "814,090"
-    assert [row[0] for row in t["q3-table"][1:]] == ["1", "2", "3"]
-    assert [row[2] for row in t["q3-table"][1:]] == [f"{r['width']:,}" for r in summary["q3"]]
-    q4 = t["q4-table"]
-    assert len(q4) == 4 and len(q4[0]) == 12  # header + L = 1..3; equal and fixed columns
-    fixed3 = next(r for r in summary["q4"]["fixed"] if r["layers"] == 3)
-    assert fixed3["n"] == 1 and math.isnan(fixed3["test_acc_ci"])
-    assert q4[3][8] == f"{100 * fixed3['test_acc_mean']:.2f} ± n/a" and q4[3][10] == "1"  # NaN CI; 1 diverged
-    assert t["gradcheck-table"][3][1] == "n/a" and t["gradcheck-table"][3][3] == "FAIL"
-    mnist = t["bias-table-mnist"]
-    assert mnist[0][:3] == ["estimator", "K", "loss bias"] and len(mnist) == 1 + 12
-    assert [row[1] for row in mnist[1:5]] == ["1", "2", "4", "8"]
+    out, s, *_ = study
+    page = _Page((out / "report.html").read_text("utf-8"))
+    acc = "test accuracy, % (mean ± 95% CI)"
+    (q1,) = rows(page, "q1-table")
+    assert q1[acc] == f"{100 * s.q1.test_acc_mean:.2f} ± {100 * s.q1.test_acc_ci:.2f}" and q1["n"] == "2"
+    assert rows(page, "q2-table")[0]["params"] == "814,090"
+    q3 = rows(page, "q3-table")
+    assert [r["L"] for r in q3] == ["1", "2", "3"]
+    assert [r["chosen width k"] for r in q3] == [f"{r.width:,}" for r in s.q3]
+    q4 = {r["L"]: r for r in rows(page, "q4-table")}
+    assert sorted(q4) == ["1", "2", "3"] and "fixed: test accuracy, %" in q4["1"]  # equal and fixed columns
+    fixed3 = next(a for a in s.q4_fixed if a.layers == 3)
+    assert fixed3.n == 1 and math.isnan(fixed3.test_acc_ci)
+    assert q4["3"]["fixed: test accuracy, %"] == f"{100 * fixed3.test_acc_mean:.2f} ± n/a"  # NaN CI
+    assert q4["3"]["fixed: diverged"] == "1"
+    mnist = page.tables["bias-table-mnist"]
+    assert mnist[0][:3] == ["estimator", "K", "loss bias"]
+    body = rows(page, "bias-table-mnist")
+    assert len(body) == 12 and [r["K"] for r in body[:4]] == ["1", "2", "4", "8"]
     assert "classes" not in mnist[0] and "exact loss" not in mnist[0]  # the same in every row: said once
-    assert "n draws" not in mnist[0] and "n draws" in t["bias-table-synthetic"][0]  # varies there
-    rel = mnist[0].index("d rel bias se")
-    assert "n/a" in [row[rel] for row in mnist]  # the NaN standard error
-    prov = t["provenance-table"]
-    assert len(prov) == 1 + len(summary["runs"])
-    assert any(row[3] == "divergedat epoch 2, step 17" for row in prov)
-    assert {row[0] for row in prov[1:]} == {r["run_id"] for r in summary["runs"]}
+    assert "n draws" not in mnist[0] and "n draws" in page.tables["bias-table-synthetic"][0]  # varies there
+    assert "n/a" in [r["d rel bias se"] for r in body]  # the NaN standard error
+    prov = rows(page, "provenance-table")
+    assert {r["run id"] for r in prov} == {r.run_id for r in s.runs}
+    assert any(r["status"] == "divergedat epoch 2, step 17" for r in prov)
 
 
 def test_markdown_links_are_files(study):
     out, *_ = study
     md = (out / "report.md").read_text("utf-8")
     links = re.findall(r"\]\((figures/[^)]+)\)", md)
-    assert {f"figures/{n}.png" for n in report.FIGURES} <= set(links)
+    assert {f"figures/{n}.png" for n in FIGURES} <= set(links)
     assert all((out / link).is_file() for link in links)
     for tid in ("Q1: linear", "Q3: width", "Q4: test accuracy", "Runs"):
         assert f"**{tid}" in md
     assert "± n/a" in md
+    assert "**Protocol.** MNIST" in md and "**Gradient checks.** " in md  # CommonMark bold: no space inside
 
 
 def test_same_inputs_same_bytes(study, tmp_path):
-    """A second call, here from summary.json (NaN and all, keys sorted) into another folder, gives the same bytes:
-    a resumed study rewrites an identical report."""
-    out, summary, images, labels, _ = study
-    before = _files(out)
-    for rid in {r["run_id"] for r in summary["runs"]}:
-        (tmp_path / "runs" / rid).mkdir(parents=True)
-        (tmp_path / "runs" / rid / "result.json").write_bytes((out / "runs" / rid / "result.json").read_bytes())
-    report.write_report(tmp_path, runs.read_json(out / "summary.json"), images, labels)
-    assert _files(tmp_path) == before
+    """A second call into another folder gives the same bytes: a resumed study rewrites an identical report."""
+    out, summary, images, _ = study
+    report.write_report(tmp_path, summary, images)
+    assert _files(tmp_path) == _files(out)
 
 
-def test_choices_for_figures(study):
-    _, summary, *_ = study
-    chosen = report.misclassified_choice(summary)
-    assert [(label, row["name"], run["seed"]) for label, row, run in chosen] == [
-        ("best", summary["q2"]["name"], 0), ("worst", "linear", 0)]
-    rows = summary["problem1"]["bias"]["mnist"]["rows"]
-    assert report.bias_key(rows) == "loss_bias"  # not its standard error
-    assert report.figure_names(summary) == list(report.FIGURES)
+def test_misclassified_digits_are_the_best_and_worst_models(study):
+    _, s, *_ = study
+    assert [(m.label, m.arch.name, m.seed) for m in s.misclassified] == [("best", s.q2.name, 0), ("worst", "linear", 0)]
+    for m in s.misclassified:
+        assert len(m.errors) == 24 and [i for i, *_ in m.errors] == sorted(i for i, *_ in m.errors)
+        assert all(true != pred for _, true, pred in m.errors)
 
 
-def test_partial_summary_still_renders(tmp_path):
-    """No fixed-width curve, one seed (every CI NaN), no bias rows, no result.json: the report says n/a."""
-    summary, images, labels = make_study(tmp_path / "src", n_test=100)
-    summary = json.loads(json.dumps(summary))
-    summary["runs"] = [r for r in summary["runs"] if r["seed"] == 0 and r["width"] != 1024 or r["layers"] == 1]
-    summary["runs"] = [r for r in summary["runs"] if r["seed"] == 0]
-    for row in [summary["q1"], summary["q2"]] + summary["q4"]["equal"]:
-        row.update(n=1, seeds=[0], test_acc_ci=math.nan, test_acc_std=math.nan)
-    summary["q4"]["fixed"] = None
-    summary["problem1"]["bias"] = {}
-    paths = report.write_report(tmp_path / "out", summary, images, labels)
-    assert "bias_vs_k.png" not in paths and "accuracy_vs_layers.png" in paths
+def test_one_seed_and_no_fixed_width_still_render(tmp_path):
+    """One seed (every CI NaN) and no fixed-width curve: the report says n/a and drops the fixed columns."""
+    summary, images = make_study(n_test=100)
+    one = lambda a: dataclasses.replace(a, n=1, seeds=(0,), test_acc_ci=math.nan, test_acc_std=math.nan)
+    s = dataclasses.replace(summary, seeds=1, q1=one(summary.q1), q2=one(summary.q2),
+                            q4=tuple(one(a) for a in summary.q4), q4_fixed=None,
+                            runs=tuple(r for r in summary.runs if r.seed == 0 and "k1024" not in r.name))
+    paths = report.write_report(tmp_path / "out", s, images)
+    assert "accuracy_vs_layers.png" in paths
     page = _Page(paths["report.html"].read_text("utf-8"))
-    assert len(page.tables["q4-table"][0]) == 7
-    assert page.tables["q1-table"][1][5].endswith("± n/a")
-    assert "fig-bias_vs_k" in page.ids  # says the figure has no data instead of a broken image
-
-
-def test_bias_rows_with_a_K_column_and_bold_in_markdown(study):
-    """The bias tables take K or num_sampled, and their figure the column with 'bias' in its name."""
-    _, summary, *_ = study
-    s = json.loads(json.dumps(summary))
-    s["problem1"]["bias"]["mnist"]["rows"] = [dict(estimator=e, K=k, loss_bias=-1.0 / k, grad_cosine=0.9)
-                                              for e in ("as_posed", "logq") for k in (2, 4)]
-    assert report.k_key(s["problem1"]["bias"]["mnist"]["rows"]) == "K"
-    t = _Page(report.render_html(s, {})).tables["bias-table-mnist"]
-    assert t[0] == ["estimator", "K", "loss bias"] and [r[1] for r in t[1:]] == ["2", "4", "2", "4"]
-    assert "bias_vs_k" in report.figure_names(s)
-    md = report.render_markdown(s)
-    assert "**Protocol.** MNIST" in md and "**Gradient checks.** " in md  # CommonMark bold: no space inside
+    assert "fixed width" not in page.tables["q4-table"][0]
+    assert rows(page, "q1-table")[0]["test accuracy, % (mean ± 95% CI)"].endswith("± n/a")

@@ -9,11 +9,12 @@ import sys
 
 import pytest
 
-from softmaxlab import runs
 from softmaxlab.errors import SoftmaxlabError
-from softmaxlab.study import execute, load_data
-from softmaxlab.tracking import make_tracker
-from softmaxlab.train import TrainConfig
+from softmaxlab.extras.tracking import make_tracker
+from softmaxlab.mnist import records as runs
+from softmaxlab.mnist.configs import TrainConfig
+from softmaxlab.mnist.runner import execute
+from softmaxlab.mnist.study import load_data
 
 TINY = TrainConfig(width=16, epochs=2, train_subset=500, eval_subset=200)
 SWEEP = ["sweep", "--layers", "1-2", "--seeds", "0", "--width", "16", "--epochs", "2", "--train-subset", "500",
@@ -110,7 +111,7 @@ def test_sweep_with_track_mlflow_default_store(mnist_dir, tmp_path):
 @pytest.mark.slow
 def test_mlflow_resume_continues_the_interrupted_run(data, tmp_path, monkeypatch):
     pytest.importorskip("mlflow", reason="needs the mlflow extra: pip install -e '.[mlflow]'")
-    from softmaxlab.tracking import MlflowTracker
+    from softmaxlab.extras.tracking import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

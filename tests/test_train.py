@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from softmaxlab.errors import SoftmaxlabError
-from softmaxlab.train import Data, TrainConfig, train
+from softmaxlab.mnist.configs import TrainConfig
+from softmaxlab.mnist.data import Data
+from softmaxlab.mnist.train import train
 
 
 def fake_data(n=640, seed=0) -> Data:
@@ -89,7 +91,7 @@ def test_identity_ignores_execution_fields_and_resolves_width():
 
 @pytest.fixture(scope="module")
 def mnist_data(mnist_dir):
-    from softmaxlab.study import load_data
+    from softmaxlab.mnist.study import load_data
 
     return load_data(mnist_dir)
 

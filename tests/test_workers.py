@@ -12,10 +12,11 @@ from pathlib import Path
 import fakes
 import pytest
 
-from softmaxlab import runs, workers
 from softmaxlab.errors import SoftmaxlabError
-from softmaxlab.study import ReproduceConfig, execute
-from softmaxlab.train import TrainConfig
+from softmaxlab.mnist import records as runs
+from softmaxlab.mnist import runner as workers
+from softmaxlab.mnist.configs import ReproduceConfig, TrainConfig
+from softmaxlab.mnist.runner import execute
 
 TESTS = Path(__file__).resolve().parent
 BASE = TrainConfig(model="mlp", layers=1, width=24, epochs=2, lr=0.05, device="cpu")
@@ -68,8 +69,8 @@ HELPER_PARENT = """
 import dataclasses, sys
 sys.path.insert(0, {tests!r})
 import fakes
-from softmaxlab.study import execute
-from softmaxlab.train import TrainConfig
+from softmaxlab.mnist.runner import execute
+from softmaxlab.mnist.configs import TrainConfig
 base = TrainConfig(model="mlp", layers=2, width=256, epochs=1000, lr=0.05, device="cpu")
 plan = [dataclasses.replace(base, seed=s) for s in range(4)]
 if __name__ == "__main__":
@@ -125,7 +126,7 @@ def test_a_runs_thread_count_does_not_leak_into_the_caller():
     """Problem 1 runs in the process that trained with one thread per run: it must get its cores back."""
     import torch
 
-    from softmaxlab.train import train
+    from softmaxlab.mnist.train import train
 
     before = torch.get_num_threads()
     res = train(dataclasses.replace(BASE, threads=1, epochs=1), fakes.fake_data(128, 64))

@@ -1,13 +1,15 @@
-"""Run records: one folder per run, named by the hash of its resolved config, written atomically.
+"""Run records, pure I/O: the folder layout, the one atomic writer, the claim (lock), begin/metrics/finish.
 
     <out>/runs/<run_id>/config.json     the resolved config (identity fields + execution fields)
     <out>/runs/<run_id>/metrics.jsonl   one line per finished epoch
-    <out>/runs/<run_id>/checkpoint.pt   the state after the last finished epoch (resume)
+    <out>/runs/<run_id>/checkpoint.pt   the state after the last finished epoch (resume), a plain dict
     <out>/runs/<run_id>/result.json     written last: its presence means the run is done
     <out>/runs/<run_id>/lock            an fcntl lock held while a process trains the run
 
-A sweep skips runs whose result.json exists, so re-running resumes; the lock keeps two processes on the same
---out from training the same run, and the kernel drops it when its holder dies (no stale locks).
+Every executor (runner.py's local processes, extras/ray.py) keeps its records with these functions. A sweep
+skips runs whose result.json exists, so re-running resumes; the lock keeps two processes on the same --out
+from training the same run, and the kernel drops it when its holder dies (no stale locks). This module
+imports nothing of the study above it: configs come in duck-typed (identity(), asdict).
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ import platform
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SoftmaxlabError
+import numpy
+import torch
+
+from .. import __version__
+from ..errors import SoftmaxlabError
 
 
 def run_id(identity: dict) -> str:
@@ -35,18 +42,31 @@ def run_id(identity: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def atomic_write(path: str | os.PathLike, text: str, exclusive: bool = False) -> bool:
+def run_name(model: str, layers: int, width: int) -> str:
+    return "linear" if model == "linear" else f"mlp-L{layers}-k{width}"
+
+
+# ---- the one atomic writer ------------------------------------------------------------------------------
+
+
+RESUME = "free some space or pick a writable --out, then re-run to resume"
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes, exclusive: bool = False, fix: str = RESUME) -> bool:
     """Temp file in the same folder, fsync, rename: readers see the old file or the new one, never half.
 
     exclusive: only create `path` (a hard link, atomic too); False, nothing written, if it exists already.
+    fix: the error message's advice when the write fails.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    blob = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(blob)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         if not exclusive:
             os.replace(tmp, path)
             return True
@@ -65,8 +85,7 @@ def atomic_write(path: str | os.PathLike, text: str, exclusive: bool = False) ->
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise SoftmaxlabError(f"cannot write {path}: {e.strerror or e}; free some space or pick a writable "
-                              f"--out") from None
+        raise SoftmaxlabError(f"cannot write {path}: {e.strerror or e}; {fix}") from None
 
 
 def write_json(path, obj, exclusive: bool = False) -> bool:
@@ -103,7 +122,7 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-_TEMP = re.compile(r"(?:\.tmp|^\.write-probe)(\d+)$")  # atomic_write's, save_checkpoint's and ensure_dir's
+_TEMP = re.compile(r"(?:\.tmp|^\.write-probe)(\d+)$")  # atomic_write's and ensure_dir's temp names
 
 
 def remove_stale_temps(folder: Path) -> int:
@@ -132,6 +151,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# ---- checkpoints: a plain dict of tensors and plain types (weights_only loads it) ------------------------
+
+
+def save_checkpoint(path, ck: dict) -> None:
+    """ck: epoch, model (state_dict), optimizer (SGD's state_dict), shuffle_rng, history, train_time_s."""
+    buf = io.BytesIO()
+    torch.save(ck, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def load_checkpoint(path) -> dict:
+    try:
+        ck = torch.load(path, weights_only=True, map_location="cpu")
+        if not isinstance(ck, dict) or not {"epoch", "model", "shuffle_rng", "history", "train_time_s"} <= set(ck):
+            raise ValueError("not a softmaxlab checkpoint")
+        return ck
+    except Exception as e:  # a checkpoint we cannot read is not a result: say so, do not guess
+        raise SoftmaxlabError(f"checkpoint {path} is unreadable ({type(e).__name__}): delete it to restart "
+                              f"that run") from None
+
+
+# ---- claim, begin, metrics, finish ----------------------------------------------------------------------
+
+
 @contextlib.contextmanager
 def try_lock(path: Path, wait: bool = False):
     """Yield True if this process now holds the lock file's fcntl lock, False if another process does."""
@@ -147,7 +190,78 @@ def try_lock(path: Path, wait: bool = False):
         os.close(fd)  # closing drops the lock
 
 
-# ---- provenance ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Claim:
+    """What claim() found: the run's folder, its result if done, or held=True if another process trains it.
+    Neither: this process holds the run's lock (until the with block ends) and must train it."""
+
+    folder: Path
+    result: dict | None = None
+    held: bool = False
+
+
+@contextlib.contextmanager
+def claim(out: Path, rid: str, wait: bool = False):
+    d = Path(out) / "runs" / rid
+    done = read_json(d / "result.json")
+    if done is not None:
+        yield Claim(d, done)
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    with try_lock(d / "lock", wait=wait) as got:
+        if not got:
+            yield Claim(d, held=True)
+            return
+        done = read_json(d / "result.json")  # finished by the other process while we waited
+        if done is None:
+            remove_stale_temps(d)  # we hold the lock: any temp file here is a killed holder's
+        yield Claim(d, done)
+
+
+def begin_record(cfg, rid: str, d: Path, tracker=None) -> list[dict]:
+    """Write config.json, tell the tracker; return the history a checkpoint holds (resume), else []."""
+    ident = cfg.identity()
+    write_json(d / "config.json", dict(run_id=rid, config=dataclasses.asdict(cfg), identity=ident))
+    if tracker is not None:
+        tracker.start_run(rid, run_name(cfg.model, cfg.layers, ident["width"]), ident)
+    ck = d / "checkpoint.pt"
+    history = list(load_checkpoint(ck)["history"]) if ck.exists() else []
+    if history:  # a kill between the checkpoint and metrics.jsonl left it an epoch short: the checkpoint wins
+        write_metrics(d, history)
+    return history
+
+
+def write_metrics(d: Path, history: list[dict]) -> None:
+    atomic_write(d / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+
+def finish_record(cfg, rid: str, d: Path, res: dict, wall_time_s: float, log=print, tracker=None,
+                  prov: dict | None = None) -> dict:
+    """Write result.json (last: it marks the run done) from train()'s output, tell the tracker, log a line."""
+    name = run_name(cfg.model, cfg.layers, res["width"])
+    result = dict(run_id=rid, name=name, model=cfg.model, layers=cfg.layers if cfg.model == "mlp" else 0,
+                  seed=cfg.seed, precision=cfg.precision, config=dataclasses.asdict(cfg),
+                  wall_time_s=wall_time_s, **res, **(prov or provenance()))
+    write_json(d / "result.json", result)
+    if tracker is not None:
+        tracker.end_run(rid, result)
+    if result["status"] == "ok":
+        log(f"done {name} seed={cfg.seed}: {outcome(result)}")
+    else:
+        at = result["diverged_at"]
+        log(f"DIVERGED {name} seed={cfg.seed} at epoch {at['epoch']} step {at['step']}: recorded, going on")
+    return result
+
+
+def outcome(r: dict) -> str:
+    """How a run ended, in one line: its test metrics, or where it diverged."""
+    if r["status"] != "ok":
+        return f"DIVERGED at epoch {r['diverged_at']['epoch']} step {r['diverged_at']['step']} (non-finite loss)"
+    return (f"test_acc={r['test_acc']:.4f} val_acc={r['val_acc']:.4f} test_loss={r['test_loss']:.4f} "
+            f"params={r['params']:,} ({r['train_time_s']:.1f}s train, {r['device']})")
+
+
+# ---- provenance -----------------------------------------------------------------------------------------
 
 
 def git_commit() -> str:
@@ -179,11 +293,6 @@ def provenance() -> dict:
     """Versions, commit and machine; computed once per process."""
     global _PROVENANCE
     if _PROVENANCE is None:
-        import numpy
-        import torch
-
-        from . import __version__
-
         _PROVENANCE = dict(
             versions=dict(softmaxlab=__version__, python=platform.python_version(), torch=torch.__version__,
                           numpy=numpy.__version__),
@@ -195,8 +304,6 @@ def provenance() -> dict:
         )
     return _PROVENANCE
 
-
-# ---- results table -------------------------------------------------------------------------------------
 
 CSV_FIELDS = ["run_id", "name", "model", "layers", "width", "params", "seed", "precision", "status",
               "test_acc", "test_loss", "val_acc", "val_loss", "epochs_done", "wall_time_s", "train_time_s",

@@ -1,22 +1,18 @@
-"""MNIST: find, download, verify, decode and cache the four IDX files; the assignment's train/val split.
+"""MNIST: find, download, verify and cache the four IDX files (idx.py decodes them); the assignment's split.
 
-Everything is held in memory as uint8 tensors (60000 x 28 x 28 is 47 MB); the trainer converts each batch
-with `to_float`. The source of truth is the sha256 of the *decoded* IDX payload, so a recompressed .gz (or
-a raw file) is as good as the original. Every problem raises SoftmaxlabError with a one-line message that
-names the file and the fix.
+Everything is held in memory as uint8 tensors (60000 x 28 x 28 is 47 MB): the IDX reader gives `Mnist`, the
+split gives `Data` (three `Split`s of x uint8 (N, 784) and y int64 (N,)), the one shape the trainer takes; it
+converts each batch with `to_float`. Every problem raises SoftmaxlabError with a one-line message that names
+the file and the fix.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import io
 import os
-import re
-import tempfile
 import urllib.request
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,22 +20,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from softmaxlab.errors import SoftmaxlabError
+from ..errors import SoftmaxlabError
+from .idx import (  # noqa: F401  (the file names are part of this module's API)
+    _RENAME,
+    MNIST_FILES,
+    PIXELS,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    _cap,
+    _decode,
+    _expected_shape,
+    _read_file,
+    _verify,
+    parse_idx,
+    read_idx,
+)
+from .records import atomic_write
 
-TRAIN_IMAGES = "train-images-idx3-ubyte"
-TRAIN_LABELS = "train-labels-idx1-ubyte"
-TEST_IMAGES = "t10k-images-idx3-ubyte"
-TEST_LABELS = "t10k-labels-idx1-ubyte"
-
-# name -> (sha256 of the decoded IDX payload, its length in bytes)
-MNIST_FILES: dict[str, tuple[str, int]] = {
-    TRAIN_IMAGES: ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47_040_016),
-    TRAIN_LABELS: ("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60_008),
-    TEST_IMAGES: ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7_840_016),
-    TEST_LABELS: ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
-}
-
-# Each serves `<name>.gz`; tried in this order.
 MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -48,132 +47,12 @@ MIRRORS: tuple[str, ...] = (
 
 MEAN = 0.1307  # train pixel mean / 255
 STD = 0.3081  # train pixel std / 255
-ROWS = COLS = 28
-PIXELS = ROWS * COLS
 
 ENV_DATA = "SOFTMAXLAB_DATA"
 ENV_CACHE = "SOFTMAXLAB_CACHE"
 ENV_MIRRORS = "SOFTMAXLAB_MNIST_MIRRORS"
 
-_REFETCH = "delete it (it is downloaded again) or replace it with a good copy"
-_RENAME = "check that the right file has this name"
 _WHERE = f"point --data-dir or {ENV_DATA} at a folder holding the four MNIST IDX files (raw or .gz)"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# IDX parsing
-
-
-def _ndim_of(name: str) -> int:
-    """IDX rank from a name such as 'train-images-idx3-ubyte' (idx3 -> 3)."""
-    m = re.search(r"idx(\d)", name)
-    if m is None:
-        raise SoftmaxlabError(f"cannot tell the IDX rank from the name {name!r}; name it like '*-idx3-ubyte'")
-    return int(m.group(1))
-
-
-def parse_idx(payload: bytes, ndim: int, source: str = "<bytes>") -> np.ndarray:
-    """Decoded IDX bytes -> uint8 array shaped as the header says. Only unsigned-byte IDX is accepted.
-
-    Header: 2 zero bytes, type code 0x08 (ubyte), rank, then `rank` big-endian uint32 dims; then the
-    data, exactly prod(dims) bytes.
-    """
-    want = 0x0800 | ndim
-    if len(payload) < 4:
-        raise SoftmaxlabError(f"{source}: only {len(payload)} bytes, not an IDX file; {_REFETCH}")
-    magic = int.from_bytes(payload[:4], "big")
-    if magic != want:
-        raise SoftmaxlabError(
-            f"{source}: wrong magic number 0x{magic:08x} (expected 0x{want:08x}, a {ndim}-d ubyte IDX file); "
-            f"{_RENAME}"
-        )
-    head = 4 + 4 * ndim
-    if len(payload) < head:
-        raise SoftmaxlabError(f"{source}: truncated IDX header ({len(payload)} bytes); {_REFETCH}")
-    dims = tuple(int.from_bytes(payload[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    need = head + int(np.prod(dims, dtype=object))
-    if len(payload) < need:
-        raise SoftmaxlabError(
-            f"{source}: truncated ({len(payload)} bytes, header {dims} needs {need}); {_REFETCH}"
-        )
-    if len(payload) > need:
-        raise SoftmaxlabError(
-            f"{source}: {len(payload) - need} trailing bytes after the {dims} data; {_REFETCH}"
-        )
-    return np.frombuffer(payload, dtype=np.uint8, offset=head).reshape(dims)
-
-
-def _gunzip(raw: bytes, source: str, limit: int | None) -> bytes:
-    """Decompress gzip bytes; more than `limit` decoded bytes is an error (no gzip bomb fills memory)."""
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
-            out = f.read() if limit is None else f.read(limit + 1)
-    except (OSError, EOFError, zlib.error, ValueError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        raise SoftmaxlabError(
-            f"{source}: corrupt gzip ({msg}); {_REFETCH}"
-        ) from None
-    if limit is not None and len(out) > limit:
-        raise SoftmaxlabError(
-            f"{source}: decodes to over {limit} bytes, far more than expected (wrong file?); {_REFETCH}"
-        )
-    return out
-
-
-def _decode(raw: bytes, source: str, limit: int | None = None) -> bytes:
-    """File bytes -> IDX payload. Sniffs the gzip magic instead of trusting the extension."""
-    return _gunzip(raw, source, limit) if raw[:2] == b"\x1f\x8b" else raw
-
-
-def _cap(nbytes: int) -> int:
-    """Decoded-size cap: generous, so a slightly wrong file still gets the parser's precise message."""
-    return 2 * nbytes + (1 << 20)
-
-
-def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise SoftmaxlabError(f"{path}: cannot read ({e.strerror or e}); check its permissions") from None
-
-
-def read_idx(path: str | os.PathLike, ndim: int | None = None) -> torch.Tensor:
-    """Read one IDX file (raw or gzip) into a uint8 tensor. `ndim` defaults to the 'idxN' in the file name."""
-    path = Path(path)
-    ndim = _ndim_of(path.name) if ndim is None else ndim
-    arr = parse_idx(_decode(_read_file(path), str(path)), ndim, str(path))
-    return torch.from_numpy(arr.copy())
-
-
-def _expected_shape(name: str, nbytes: int) -> tuple[int, ...]:
-    """MNIST shapes follow from the payload length: images (N, 28, 28), labels (N,)."""
-    ndim = _ndim_of(name)
-    if ndim == 3 and (nbytes - 16) % PIXELS == 0 and nbytes >= 16:
-        return ((nbytes - 16) // PIXELS, ROWS, COLS)
-    if ndim == 1 and nbytes >= 8:
-        return (nbytes - 8,)
-    raise SoftmaxlabError(f"{name}: length {nbytes} fits no MNIST image or label file; fix the files table")
-
-
-def _verify(payload: bytes, name: str, sha256: str, nbytes: int, source: str) -> np.ndarray:
-    """Parse, check shape and count against the table, then the sha256 of the payload."""
-    arr = parse_idx(payload, _ndim_of(name), source)
-    shape = _expected_shape(name, nbytes)
-    if arr.shape[1:] != shape[1:]:
-        raise SoftmaxlabError(
-            f"{source}: items are {arr.shape[1:]}, expected {shape[1:]}; {_RENAME}"
-        )
-    if arr.shape[0] != shape[0]:
-        raise SoftmaxlabError(
-            f"{source}: header says {arr.shape[0]} items, expected {shape[0]}; {_RENAME}"
-        )
-    got = hashlib.sha256(payload).hexdigest()
-    if got != sha256:
-        raise SoftmaxlabError(
-            f"{source}: sha256 of the decoded data is {got[:16]}..., expected {sha256[:16]}... "
-            f"(corrupt or not MNIST); {_REFETCH}"
-        )
-    return arr
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -215,22 +94,6 @@ def _find(data_dir: Path, name: str) -> Path | None:
     return None
 
 
-def _atomic_write(d: Path, final: str, write) -> Path:
-    """write(fileobj) into a temp file in d, fsync, chmod 644, os.replace to d/final: never partial."""
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{final}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, d / final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return d / final
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Cache of decoded arrays, keyed by the payload's sha256
 
@@ -264,9 +127,12 @@ def _cache_put(dirs: Sequence[Path], sha256: str, arr: np.ndarray) -> Path | Non
             continue
         if not _writable(d):
             continue
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
         try:
-            return _atomic_write(d, cache_key(sha256), lambda f: np.save(f, arr, allow_pickle=False))
-        except OSError:
+            atomic_write(d / cache_key(sha256), buf.getvalue())
+            return d / cache_key(sha256)
+        except SoftmaxlabError:
             continue
     return None
 
@@ -331,12 +197,7 @@ def download_file(
         except (OSError, http.client.HTTPException, ValueError) as e:
             failures.append(f"{url}: {' '.join(str(e).split()) or type(e).__name__}")
             continue
-        try:
-            _atomic_write(data_dir, f"{name}.gz", lambda f, raw=raw: f.write(raw))
-        except OSError as e:
-            raise SoftmaxlabError(
-                f"cannot write {data_dir / (name + '.gz')} ({e.strerror or e}); {_WHERE}, or a writable one"
-            ) from None
+        atomic_write(data_dir / f"{name}.gz", raw, fix=f"{_WHERE}, or a writable one")
         return arr
     names = ", ".join(MNIST_FILES)
     raise SoftmaxlabError(
@@ -362,9 +223,28 @@ class Mnist:
     test_labels: torch.Tensor
     """(10000,) uint8."""
 
-    def split(self, n_val: int = 10000, seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """See `mnist_split`."""
-        return mnist_split(self, n_val=n_val, seed=seed)
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split held in memory: x uint8 (N, 784) pixels 0..255, y int64 (N,) labels 0..9."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def to(self, device) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+    def head(self, n: int | None) -> Split:
+        return self if n is None else Split(self.x[:n], self.y[:n])
+
+
+@dataclass(frozen=True, eq=False)
+class Data:
+    """What the trainer takes: the assignment's training, validation and test splits."""
+
+    train: Split
+    val: Split
+    test: Split
 
 
 def _load_one(
@@ -397,15 +277,9 @@ def _load_one(
     return arr
 
 
-def load_mnist(
-    data_dir: str | os.PathLike | None = None,
-    *,
-    download: bool = True,
-    mirrors: Sequence[str] | None = None,
-    timeout: float = 10.0,
-    files: Mapping[str, tuple[str, int]] | None = None,
-    cache: bool = True,
-) -> Mnist:
+def load_mnist(data_dir: str | os.PathLike | None = None, *, download: bool = True,
+               mirrors: Sequence[str] | None = None, timeout: float = 10.0,
+               files: Mapping[str, tuple[str, int]] | None = None, cache: bool = True) -> Mnist:
     """Load (downloading what is missing, if allowed) and verify the four files; see the module docstring.
 
     `files` maps each of the four MNIST names to (sha256 of decoded payload, its length); it defaults to
@@ -428,14 +302,9 @@ def load_mnist(
     return Mnist(t[TRAIN_IMAGES], t[TRAIN_LABELS], t[TEST_IMAGES], t[TEST_LABELS])
 
 
-def check(
-    data_dir: str | os.PathLike | None = None,
-    download: bool = False,
-    *,
-    mirrors: Sequence[str] | None = None,
-    timeout: float = 10.0,
-    files: Mapping[str, tuple[str, int]] | None = None,
-) -> list[dict]:
+def check(data_dir: str | os.PathLike | None = None, download: bool = False, *,
+          mirrors: Sequence[str] | None = None, timeout: float = 10.0,
+          files: Mapping[str, tuple[str, int]] | None = None) -> list[dict]:
     """Verify each file from scratch (no cache): one dict per file with name, path (None if missing),
     sha256 and bytes of the decoded payload (None if unreadable), ok, and error (the message, or None)."""
     files = MNIST_FILES if files is None else files
@@ -477,15 +346,19 @@ def split_indices(
     return perm[:n_train].clone(), perm[n_train:].clone()
 
 
-def mnist_split(m: Mnist, n_val: int = 10000, seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{'train', 'val', 'test'} -> (images uint8 (N, 28, 28), labels uint8 (N,)); train/val as the
-    assignment's random_split(train_all, [50000, 10000], torch.Generator().manual_seed(0))."""
+def mnist_split(m: Mnist, n_val: int = 10000, seed: int = 0) -> Data:
+    """Train/val as the assignment's random_split(train_all, [50000, 10000], torch.Generator().manual_seed(0)),
+    and the test set; images flattened to (N, 784) (a view), labels as int64."""
     train_idx, val_idx = split_indices(len(m.train_images), n_val, seed)
-    return {
-        "train": (m.train_images[train_idx], m.train_labels[train_idx]),
-        "val": (m.train_images[val_idx], m.train_labels[val_idx]),
-        "test": (m.test_images, m.test_labels),
-    }
+    flat = lambda x: x.reshape(len(x), PIXELS)
+    return Data(Split(flat(m.train_images[train_idx]), m.train_labels[train_idx].long()),
+                Split(flat(m.train_images[val_idx]), m.train_labels[val_idx].long()),
+                Split(flat(m.test_images), m.test_labels.long()))
+
+
+def load_data(data_dir=None) -> Data:
+    """The assignment's three splits of the verified MNIST files (see load_mnist)."""
+    return mnist_split(load_mnist(data_dir))
 
 
 def to_float(images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -498,4 +371,3 @@ def to_float(images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         )
     x = images.reshape(len(images), PIXELS).to(torch.float32).div(255)
     return x.sub(MEAN).div(STD) if normalize else x
-

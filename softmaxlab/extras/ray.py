@@ -4,8 +4,8 @@ Each (model, L, seed) is one Ray task. The worker gets the config, the data (put
 and the run's checkpoint if an interrupted run left one; it trains and returns train()'s result, its final
 checkpoint and the worker's machine. This process (the driver) takes the run's lock before it submits the
 task and holds it until the records are written, with the same functions as the local executor
-(study.begin_record, write_metrics, finish_record): config.json first, result.json last, so a sweep resumes,
-and shares an --out with other processes, the same way whichever executor ran it.
+(records.claim, begin_record, write_metrics, finish_record): config.json first, result.json last, so a sweep
+resumes, and shares an --out with other processes, the same way whichever executor ran it.
 
 Runs in flight when a Ray sweep is interrupted restart from their last checkpoint on disk (if any), not from
 their last epoch: checkpoints come back with the result. At most as many runs are in flight (and locked) as
@@ -21,9 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import runs
-from .errors import SoftmaxlabError
-from .train import Data, TrainConfig
+import torch
+from tqdm import tqdm
+
+from ..errors import SoftmaxlabError
+from ..mnist import records
+from ..mnist.configs import TrainConfig
+from ..mnist.data import Data
+from ..mnist.train import train
 
 EXECUTORS = ("local", "ray")
 
@@ -50,7 +55,7 @@ def connect(address: str | None = None) -> bool:
     kw = dict(include_dashboard=False) if not remote else {}
     if remote:
         # workers on other machines run this process's softmaxlab (they need torch and numpy installed)
-        kw["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parent)]}
+        kw["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parent.parent)]}
     try:
         ray.init(address=address, **kw)
     except Exception as e:  # ConnectionError, ValueError, RuntimeError: all mean "no cluster there"
@@ -62,10 +67,6 @@ def connect(address: str | None = None) -> bool:
 
 def _train_task(cfg: TrainConfig, data: Data, checkpoint: bytes | None) -> dict:
     """On a worker: train one run (resuming from `checkpoint`), return what the driver records."""
-    import torch
-
-    from .train import train
-
     if cfg.threads is None:
         torch.set_num_threads(1)  # the task holds one CPU of the cluster
     with tempfile.TemporaryDirectory(prefix="softmaxlab-") as tmp:
@@ -75,25 +76,9 @@ def _train_task(cfg: TrainConfig, data: Data, checkpoint: bytes | None) -> dict:
         t0 = time.perf_counter()
         res = train(cfg, data, checkpoint=ck)
         wall = time.perf_counter() - t0
-        prov = runs.provenance()
+        prov = records.provenance()
         return dict(result=res, wall_time_s=wall, checkpoint=ck.read_bytes() if ck.exists() else None,
                     machine=prov["machine"], versions=prov["versions"])
-
-
-def _write_bytes(path: Path, blob: bytes) -> None:
-    """Atomic, like runs.atomic_write (same temp name, so runs.remove_stale_temps cleans a killed writer's)."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise SoftmaxlabError(f"cannot write {path}: {e.strerror or e}; free some space or pick a writable "
-                              f"--out") from None
 
 
 def _resources(cfg: TrainConfig) -> dict:
@@ -113,25 +98,21 @@ def shortfall(need: dict, have: dict) -> list[str]:
 
 def execute_ray(cfgs: list[TrainConfig], out: str | Path, data: Data, address: str | None = None,
                 progress: bool | None = None, log=print, tracker=None) -> list[dict]:
-    """study.execute on Ray: every config not yet done under `out` trained as a Ray task; all results in plan
+    """runner.execute on Ray: every config not yet done under `out` trained as a Ray task; all results in plan
     order. Connects to Ray (see `connect`) unless this process already is, and disconnects if it connected."""
-    from .study import begin_record, finish_record, train_history, write_metrics
-
     ray = require_ray()
-    out = runs.ensure_dir(out)
+    out = records.ensure_dir(out)
     (out / "runs").mkdir(exist_ok=True)
-    runs.remove_stale_temps(out)
+    records.remove_stale_temps(out)
     if progress is None:
         progress = sys.stderr.isatty()
-    ids = [runs.run_id(c.identity()) for c in cfgs]
+    ids = [records.run_id(c.identity()) for c in cfgs]
     results: dict[str, dict] = {}
     pending = list({rid: cfg for cfg, rid in zip(cfgs, ids)}.items())  # (run id, config), plan order
     inflight: dict = {}  # ObjectRef -> (cfg, rid, run folder, lock's ExitStack, epochs already logged)
     failures: list[str] = []
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(pending), desc="runs", unit="run", dynamic_ncols=True)
         log = bar.write
     started = connect(address)
@@ -158,30 +139,19 @@ def execute_ray(cfgs: list[TrainConfig], out: str | Path, data: Data, address: s
         def claim(rid: str, cfg: TrainConfig, wait: bool) -> bool:
             """Record a finished run or submit its task under its lock; False if another process holds it."""
             nonlocal data_ref
-            d = out / "runs" / rid
-            res = runs.read_json(d / "result.json")
-            if res is not None:
-                done(rid, res)
-                return True
-            d.mkdir(parents=True, exist_ok=True)
             lock = contextlib.ExitStack()
-            if not lock.enter_context(runs.try_lock(d / "lock", wait=wait)):
-                lock.close()
-                return False
             try:
-                res = runs.read_json(d / "result.json")  # finished by the other process while we waited
-                if res is not None:
+                c = lock.enter_context(records.claim(out, rid, wait))
+                if c.held or c.result is not None:
                     lock.close()
-                    done(rid, res)
-                    return True
-                runs.remove_stale_temps(d)
-                begin_record(cfg, rid, d, tracker)
-                ck = d / "checkpoint.pt"
-                history = train_history(ck) if ck.exists() else []
-                if history:  # a kill between checkpoint and metrics.jsonl: the checkpoint is the truth
-                    write_metrics(d, history)
+                    if c.result is not None:
+                        done(rid, c.result)
+                    return not c.held
+                d = c.folder
+                history = records.begin_record(cfg, rid, d, tracker)
                 if data_ref is None:
                     data_ref = ray.put(data)
+                ck = d / "checkpoint.pt"
                 ref = task.options(**_resources(cfg)).remote(cfg, data_ref, ck.read_bytes() if history else None)
             except BaseException:
                 lock.close()
@@ -202,14 +172,14 @@ def execute_ray(cfgs: list[TrainConfig], out: str | Path, data: Data, address: s
                     log(f"FAILED on a Ray worker: {failures[-1]}")
                     return
                 if got["checkpoint"] is not None:
-                    _write_bytes(d / "checkpoint.pt", got["checkpoint"])
+                    records.atomic_write(d / "checkpoint.pt", got["checkpoint"])
                 res = got["result"]
-                write_metrics(d, res["history"])
+                records.write_metrics(d, res["history"])
                 if tracker is not None:
                     for rec in res["history"][logged:]:
                         tracker.log_epoch(rid, rec)
-                prov = dict(runs.provenance(), machine=got["machine"], versions=got["versions"])
-                done(rid, finish_record(cfg, rid, d, res, got["wall_time_s"], log, tracker, provenance=prov))
+                prov = dict(records.provenance(), machine=got["machine"], versions=got["versions"])
+                done(rid, records.finish_record(cfg, rid, d, res, got["wall_time_s"], log, tracker, prov))
 
         while pending or inflight:
             for item in list(pending):
@@ -221,7 +191,7 @@ def execute_ray(cfgs: list[TrainConfig], out: str | Path, data: Data, address: s
                 ready, _ = ray.wait(list(inflight), num_returns=1)
                 for ref in ready:
                     collect(ref)
-            elif pending:  # every run left is held by another process: wait for one, as study.execute does
+            elif pending:  # every run left is held by another process: wait for one, as the local executor does
                 claim(*pending.pop(0), wait=True)
     finally:
         for ref, (*_, lock, _logged) in inflight.items():  # interrupted: stop the workers, free the locks

@@ -14,19 +14,18 @@ run, nested under one parent run that holds the artifacts; a resumed run continu
 its tag), so re-running a sweep never duplicates runs. Store: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db
 in the current folder (artifacts in ./mlruns), which `mlflow ui --backend-store-uri sqlite:///mlruns.db` opens.
 
-TensorBoard: scalars per epoch in <out>/tb/<name>-seed<seed>-<run_id>/, written with tensorboard's own record
-writer and protos (torch.utils.tensorboard would import TensorFlow when it is installed: seconds, and noise);
-`tensorboard --logdir <out>/tb` shows them. TensorBoard has no artifact store: log_artifact does nothing.
+TensorBoard: scalars per epoch in <out>/tb/<name>-seed<seed>-<run_id>/, written by torch.utils.tensorboard's
+SummaryWriter (it needs the tensorboard package); `tensorboard --logdir <out>/tb` shows them. TensorBoard has
+no artifact store: log_artifact does nothing.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
-from .errors import SoftmaxlabError
+from ..errors import SoftmaxlabError
 
 KINDS = ("none", "mlflow", "tensorboard")
 DEFAULT_MLFLOW_URI = "sqlite:///mlruns.db"
@@ -149,23 +148,30 @@ class MlflowTracker:
 class TensorboardTracker:
     def __init__(self, out: Path):
         try:
-            from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: F401
+            from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise _missing("tensorboard", "tensorboard") from None
-        self.root = out / "tb"
-        self.writers: dict[str, _EventWriter] = {}
+        self.SummaryWriter, self.root = SummaryWriter, out / "tb"
+        self.writers: dict = {}
 
     def start_run(self, rid: str, name: str, params: dict) -> None:
         seed = params.get("seed")
-        self.writers[rid] = _EventWriter(self.root / (f"{name}-seed{seed}-{rid}" if seed is not None else rid))
+        logdir = self.root / (f"{name}-seed{seed}-{rid}" if seed is not None else rid)
+        # a new events file per process (a resumed run adds one): TensorBoard reads every file in the folder
+        self.writers[rid] = self.SummaryWriter(str(logdir))
+
+    def _scalars(self, rid: str, values: dict[str, float], step: int) -> None:
+        w = self.writers[rid]
+        for k, v in values.items():
+            w.add_scalar(k, v, step)
+        w.flush()  # one record per epoch: flush each so a live TensorBoard sees it
 
     def log_epoch(self, rid: str, rec: dict) -> None:
-        self.writers[rid].scalars(_numbers(rec, _EPOCH_KEYS), int(rec["epoch"]))
+        self._scalars(rid, _numbers(rec, _EPOCH_KEYS), int(rec["epoch"]))
 
     def end_run(self, rid: str, result: dict) -> None:
-        w = self.writers.pop(rid)
-        w.scalars(_numbers(result, ("test_acc", "test_loss")), int(result.get("epochs_done") or 0))
-        w.close()
+        self._scalars(rid, _numbers(result, ("test_acc", "test_loss")), int(result.get("epochs_done") or 0))
+        self.writers.pop(rid).close()
 
     def log_artifact(self, path, subdir: str | None = None) -> None:
         """TensorBoard stores no files: the report stays under --out."""
@@ -174,32 +180,3 @@ class TensorboardTracker:
         for w in self.writers.values():
             w.close()
         self.writers.clear()
-
-
-class _EventWriter:
-    """One TensorBoard event file: tfrecord-framed Event protos (what torch's SummaryWriter writes)."""
-
-    def __init__(self, logdir: Path):
-        from tensorboard.compat.proto import event_pb2, summary_pb2
-        from tensorboard.summary.writer.record_writer import RecordWriter
-
-        self.event_pb2, self.summary_pb2 = event_pb2, summary_pb2
-        logdir.mkdir(parents=True, exist_ok=True)
-        # a new file per process (a resumed run adds one): TensorBoard reads every events file in the folder
-        path = logdir / f"events.out.tfevents.{time.time():010.0f}.{socket.gethostname()}.{os.getpid()}.softmaxlab"
-        self.w = RecordWriter(open(path, "wb"))
-        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
-
-    def _write(self, ev) -> None:
-        self.w.write(ev.SerializeToString())
-        self.w.flush()  # one record per epoch: flush each so a live TensorBoard sees it
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        if values:
-            s = self.summary_pb2.Summary(value=[self.summary_pb2.Summary.Value(tag=k, simple_value=v)
-                                                for k, v in values.items()])
-            self._write(self.event_pb2.Event(wall_time=time.time(), step=step, summary=s))
-
-    def close(self) -> None:
-        if not self.w.closed:
-            self.w.close()

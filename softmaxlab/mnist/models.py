@@ -6,7 +6,7 @@ import math
 
 from torch import nn
 
-from .errors import SoftmaxlabError
+from ..errors import SoftmaxlabError
 
 D_IN = 784  # 28 x 28 pixels, flattened
 N_OUT = 10  # digit classes
@@ -129,14 +129,3 @@ def width_table(layers: range | list[int] = range(1, 9), budget: int = BUDGET) -
 def _check_layers(layers: int) -> None:
     if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
         raise SoftmaxlabError(f"layers must be an integer >= 1, got {layers!r}: pass --layers 1 or more")
-
-
-def flops_per_sample(model: nn.Module) -> int:
-    """Training FLOPs per sample: 6 x parameters (2 forward, 4 backward multiply-adds as FLOPs)."""
-    return 6 * param_count(model)
-
-
-__all__ = [
-    "BUDGET", "linear", "mlp", "glorot_", "param_count", "mlp_param_count", "width_root",
-    "width_for_budget", "build", "width_table", "flops_per_sample",
-]

@@ -1,0 +1,187 @@
+"""The study's typed summary: what `reproduce` hands the report (and writes once, as summary.json).
+
+Frozen dataclasses all the way down; the report reads their fields and guesses nothing. Accuracies are a
+mean with the half-width of the 95% Student-t interval over seeds (scipy.stats.t), NaN with one seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scipy import stats
+
+from .configs import TrainConfig
+
+MISCLASSIFIED_SHOWN = 24  # digits per model in the report's figure
+
+
+def mean_ci(xs: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, sample std, half-width of the `level` t-interval); std and half-width are NaN for one value."""
+    n = len(xs)
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    m = sum(xs) / n
+    if n == 1:
+        return m, math.nan, math.nan
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
+    return m, sd, float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture over its seeds (diverged runs counted apart, left out of the mean)."""
+
+    name: str
+    model: str
+    layers: int
+    width: int
+    params: int
+    seeds: tuple[int, ...]
+    diverged: int
+    n: int  # runs that finished
+    test_acc_mean: float  # fraction; NaN if none finished
+    test_acc_ci: float  # 95% CI half-width; NaN with fewer than 2
+    test_acc_std: float
+
+
+def summarize(results: list[dict]) -> list[Arch]:
+    """One Arch per architecture, linear first, then by depth and width."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(r["name"], []).append(r)
+    rows = []
+    for name, rs in groups.items():
+        ok = [r for r in rs if r["status"] == "ok"]
+        m, sd, ci = mean_ci([r["test_acc"] for r in ok])
+        rows.append(Arch(name, rs[0]["model"], rs[0]["layers"], rs[0]["width"], rs[0]["params"],
+                         tuple(sorted(r["seed"] for r in rs)), len(rs) - len(ok), len(ok), m, ci, sd))
+    return sorted(rows, key=lambda r: (r.model != "linear", r.layers, r.width))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run's result.json, the fields the report shows (record: its provenance, shown as JSON)."""
+
+    run_id: str
+    name: str
+    seed: int
+    status: str  # ok or diverged
+    test_acc: float | None  # None: diverged
+    val_acc: float | None
+    params: int
+    history: tuple[dict, ...]  # per epoch: epoch, train_loss, val_loss, val_acc, epoch_time_s
+    wall_time_s: float
+    train_time_s: float
+    device: str
+    threads: int
+    git_commit: str
+    diverged_at: dict | None  # epoch, step
+    record: dict
+
+    @staticmethod
+    def of(r: dict) -> Run:
+        keep = ("run_id", "name", "seed", "config", "versions", "git_commit", "machine", "command",
+                "diverged_at", "epochs_done", "history")
+        return Run(r["run_id"], r["name"], r["seed"], r["status"], r.get("test_acc"), r.get("val_acc"),
+                   r["params"], tuple(r["history"]), r["wall_time_s"], r["train_time_s"], r["device"],
+                   r["threads"], r["git_commit"], r.get("diverged_at"), {k: r[k] for k in keep if k in r})
+
+
+@dataclass(frozen=True)
+class Misclassified:
+    """A model's first misclassified test digits (by test index), from one of its runs."""
+
+    label: str  # best or worst
+    arch: Arch
+    run_id: str
+    seed: int
+    n_errors: int
+    errors: tuple[tuple[int, int, int], ...]  # (test index, true label, predicted), the first MISCLASSIFIED_SHOWN
+
+
+def misclassified(archs: list[Arch], results: list[dict], test_labels) -> tuple[Misclassified, ...]:
+    """The best and the worst model by mean test accuracy, each from its lowest-seed run that finished."""
+    scored = [a for a in archs if not math.isnan(a.test_acc_mean)]
+    if not scored:
+        return ()
+    best = max(scored, key=lambda a: (a.test_acc_mean, a.name))
+    worst = min(scored, key=lambda a: (a.test_acc_mean, a.name))
+    out = []
+    for label, a in [("best", best)] + ([("worst", worst)] if worst is not best else []):
+        ok = sorted((r for r in results if r["name"] == a.name and r["status"] == "ok"),
+                    key=lambda r: (r["seed"], r["run_id"]))
+        if ok:
+            errs = sorted(ok[0]["test_errors"])
+            out.append(Misclassified(label, a, ok[0]["run_id"], ok[0]["seed"], len(errs),
+                                     tuple((i, int(test_labels[i]), p) for i, p in errs[:MISCLASSIFIED_SHOWN])))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    max_abs_err: float
+    tol: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class BiasStudy:
+    """bias.bias_study's rows (one per estimator and K) for one set of logits."""
+
+    title: str  # MNIST logits / synthetic logits
+    classes: int
+    sampler: str
+    rows: tuple[dict, ...]
+
+
+@dataclass(frozen=True)
+class Problem1:
+    gradcheck: tuple[Check, ...]
+    bias: tuple[BiasStudy, ...]  # MNIST logits (Q1's trained classifier), then synthetic ones
+    q1_run: str  # the run whose logits the MNIST bias study used
+    wall_time_s: float
+
+
+@dataclass(frozen=True)
+class WidthRow:
+    """Q3: the width k(L) that keeps L hidden layers nearest the budget."""
+
+    layers: int
+    root: float
+    width: int
+    params: int
+    deviation: int
+    deviation_pct: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    protocol: TrainConfig  # what every run shares (seed, model, layers, width aside)
+    config: dict  # the resolved ReproduceConfig
+    seeds: int
+    quick: bool
+    budget: int
+    provenance: dict  # versions, git_commit, machine, command
+    problem1: Problem1
+    q1: Arch
+    q2: Arch
+    q3: tuple[WidthRow, ...]
+    q4: tuple[Arch, ...]  # equal parameters
+    q4_fixed: tuple[Arch, ...] | None  # width 1024 for every L (--with-fixed-width)
+    runs: tuple[Run, ...]
+    misclassified: tuple[Misclassified, ...]
+    wall_time_s: float  # compute time as recorded by each part: a resumed study reports what a straight one does
+
+    def archs(self) -> list[Arch]:
+        """Every architecture once, in study order (Q1, Q2, Q4, Q4 fixed)."""
+        seen, out = set(), []
+        for a in (self.q1, self.q2, *self.q4, *(self.q4_fixed or ())):
+            if a.name not in seen:
+                seen.add(a.name)
+                out.append(a)
+        return out
+
+    def runs_of(self, name: str) -> list[Run]:
+        return sorted((r for r in self.runs if r.name == name), key=lambda r: (r.seed, r.run_id))

@@ -1,0 +1,37 @@
+"""The study's report: out/report.html (one self-contained page), out/report.md and out/figures/ (PNG + SVG).
+
+A pure function of the study's typed Summary and the test images: the same inputs give the same bytes, so a
+resumed study rewrites an identical report. document.py holds the model both pages render, content.py what
+they say, html.py and markdown.py the two renderings, figures.py every figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..mnist.records import atomic_write
+from ..mnist.summary import Summary
+from .document import TITLE  # noqa: F401  (the page's title)
+from .figures import FIGURES, make_figures  # noqa: F401
+from .html import render_html
+from .markdown import render_markdown
+
+
+def write_report(out, summary: Summary, test_images) -> dict[str, Path]:
+    """Write out/report.html, out/report.md and out/figures/<name>.{png,svg}; return their paths.
+
+    test_images: uint8 (N, 784), the test split the summary's misclassified digits index into.
+    """
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    figs = make_figures(summary, test_images)
+    paths: dict[str, Path] = {}
+    for name, (png, svg) in figs.items():
+        for ext, blob in (("png", png), ("svg", svg)):
+            paths[f"{name}.{ext}"] = out / "figures" / f"{name}.{ext}"
+            atomic_write(paths[f"{name}.{ext}"], blob)
+    paths["report.md"] = out / "report.md"
+    atomic_write(paths["report.md"], render_markdown(summary, figs))
+    paths["report.html"] = out / "report.html"
+    atomic_write(paths["report.html"], render_html(summary, {n: png for n, (png, _) in figs.items()}))
+    return paths

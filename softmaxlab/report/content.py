@@ -1,0 +1,248 @@
+"""What the report says: the document (document.py's blocks) built from the study's typed Summary."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from ..mnist.summary import Arch, Summary
+from .document import (
+    Aside,
+    Badge,
+    Code,
+    Details,
+    Figure,
+    Link,
+    Para,
+    Section,
+    Strong,
+    Table,
+    acc_ci,
+    acc_text,
+    duration,
+    fmt,
+    fmt_cell,
+    fmt_int,
+    pct,
+)
+
+ACC = "test accuracy, % (mean ± 95% CI)"
+
+
+def document(s: Summary) -> tuple[list, list[Section]]:
+    """(intro blocks, sections) of the report."""
+    return intro(s), [problem1_section(s), q12_section(s), q3_section(s), q4_section(s), curves_section(),
+                      misclassified_section(s), provenance_section(s)]
+
+
+def subtitle(s: Summary) -> str:
+    return (f"Study of {len(s.runs)} training runs; commit {s.provenance['git_commit']}; "
+            f"compute time {duration(s.wall_time_s)}.")
+
+
+def _run_links(s: Summary, name: str) -> list:
+    parts: list = []
+    for r in s.runs_of(name):
+        parts += ([" "] if parts else []) + [Link(r.run_id, f"run-{r.run_id}")]
+    return parts
+
+
+def _best(archs) -> Arch | None:
+    ok = [a for a in archs if not math.isnan(a.test_acc_mean)]
+    return max(ok, key=lambda a: (a.test_acc_mean, -a.layers)) if ok else None
+
+
+def intro(s: Summary) -> list:
+    p = s.protocol
+    layers = sorted({a.layers for a in s.q4})
+    lrange = f"{layers[0]}..{layers[-1]}" if len(layers) > 1 else ", ".join(map(str, layers))
+    blocks: list = [
+        Para(["This report answers CS 7150 Homework 2 with numbers measured by ", Code("softmaxlab reproduce"),
+              ". Problem 1 is about the softmax and the sampled softmax: the hand-written gradients are checked "
+              "against torch.autograd in float64, and the sampled-softmax loss (as posed, importance-weighted, and "
+              "with the log-q correction) is compared with the full softmax loss as the number of sampled classes "
+              "K grows. Problem 2 compares on MNIST a linear softmax classifier (Q1) with a 784-1024-10 ReLU MLP "
+              f"(Q2), finds for each depth L the width that keeps L equal hidden layers at the MLP's "
+              f"{fmt_int(s.budget)} parameters (Q3), and trains those MLPs for L = {lrange} to see how test accuracy "
+              "changes with depth at a fixed parameter budget (Q4)."]),
+        Para([Strong("Protocol. "), "MNIST's 60,000 training images split 50,000 / 10,000 into training and "
+              "validation (random_split, generator seed 0); accuracy is measured on the 10,000 test images. SGD, "
+              f"batch {fmt_int(p.batch_size)}, learning rate {fmt(p.lr, 'g')}, {fmt_int(p.epochs)} epoch(s), "
+              f"{p.init} initialisation, {p.precision}; {fmt_int(s.seeds)} seed(s) per architecture. "
+              "Accuracies are the mean ± the half-width of the 95% Student-t interval over seeds (n/a with one "
+              "seed); diverged runs are counted apart and left out of the mean."]),
+    ]
+    if s.quick or p.train_subset or p.eval_subset:
+        blocks.append(Para([Strong("Quick smoke test: "), "trained on the first "
+                            f"{fmt_int(p.train_subset or 50000)} training images and evaluated on the "
+                            f"first {fmt_int(p.eval_subset or 10000)} validation and test images. "
+                            "These numbers check the pipeline; they are not the study's results."], note=True))
+    glance = [["Q1 linear", s.q1.name, acc_ci(s.q1), fmt_int(s.q1.n)],
+              ["Q2 MLP 784-1024-10", s.q2.name, acc_ci(s.q2), fmt_int(s.q2.n)]]
+    best = _best(s.q4)
+    if best is not None:
+        glance.append([f"Q4 best depth (L = {best.layers})", best.name, acc_ci(best), fmt_int(best.n)])
+    blocks.append(Table("glance-table", "Results at a glance", ["question", "model", ACC, "n"], glance))
+    return blocks
+
+
+def _bias_table(key: str, study) -> list:
+    """A bias study's rows: estimator, K and the loss bias first, each x_se right after its x; a column with one
+    value in every row (classes, sampler, the exact loss) is said once, under the table."""
+    rows = study.rows
+    lead = ["estimator", "num_sampled", "loss_bias"]
+    rest = [c for c in rows[0] if c not in lead]
+    same = [c for c in rest if len(rows) > 1 and len({fmt_cell(r[c]) for r in rows}) == 1]
+    cols: list[str] = []
+    for c in lead + [c for c in rest if c not in same]:
+        if c not in cols and not (c.endswith("_se") and c[:-3] in rows[0]):
+            cols += [c] + ([f"{c}_se"] if f"{c}_se" in rest and f"{c}_se" not in same else [])
+    caption = f"{study.title[0].upper()}{study.title[1:]}: C = {fmt_int(study.classes)} classes, " \
+              f"{study.sampler} sampler"
+    blocks: list = [Table(f"bias-table-{key}", caption, ["K" if c == "num_sampled" else c.replace("_", " ")
+                                                         for c in cols],
+                          [[fmt_cell(r[c]) for c in cols] for r in rows])]
+    if same:
+        blocks.append(Para(["In every row: " + ", ".join(f"{c.replace('_', ' ')} = {fmt_cell(rows[0][c])}"
+                                                         for c in same) + "."]))
+    return blocks
+
+
+def problem1_section(s: Summary) -> Section:
+    p1 = s.problem1
+    passed = sum(c.ok for c in p1.gradcheck)
+    worst = max((c.max_abs_err for c in p1.gradcheck), default=math.nan)
+    blocks: list = [
+        Para([Strong("Gradient checks. "), f"{passed} of {len(p1.gradcheck)} hand-written gradients match "
+              f"torch.autograd in float64 (largest absolute error {fmt(worst, '.2e')})."]),
+        Table("gradcheck-table", "Gradient checks against torch.autograd (float64)",
+              ["check", "max |error|", "tolerance", "result"],
+              [[c.name, fmt(c.max_abs_err, ".2e"), fmt(c.tol, ".0e"), Badge("pass" if c.ok else "FAIL", c.ok)]
+               for c in p1.gradcheck]),
+        Para([Strong("Sampled-softmax bias. "), "Each table compares the sampled-softmax estimators with the full "
+              "softmax for K sampled classes; the loss bias is the mean sampled loss minus the full loss (0 is "
+              "unbiased)."]),
+    ]
+    for key, study in zip(("mnist", "synthetic"), p1.bias):
+        blocks += _bias_table(key, study)
+        if key == "mnist":
+            blocks.append(Para(["Logits of Q1's trained linear classifier on MNIST test images (run ",
+                                Link(p1.q1_run, f"run-{p1.q1_run}"), ")."]))
+    blocks.append(Figure("bias_vs_k", "Sampled-softmax loss bias against the number of sampled classes K "
+                         "(log x), per estimator; MNIST logits (C = 10) and synthetic logits. The y axis is |bias| "
+                         "(log); filled markers: the sampled loss is below the full loss, open markers: above."))
+    return Section("problem-1", "Problem 1: softmax and sampled softmax", blocks)
+
+
+def _arch_table(s: Summary, a: Arch, tid: str, caption: str) -> Table:
+    return Table(tid, caption, ["model", "name", "hidden layers", "width", "params", ACC, "std, pp", "n",
+                                "diverged", "runs"],
+                 [[a.model, a.name, fmt_int(a.layers), fmt_int(a.width), fmt_int(a.params), acc_ci(a),
+                   pct(a.test_acc_std), fmt_int(a.n), fmt_int(a.diverged), _run_links(s, a.name)]])
+
+
+def q12_section(s: Summary) -> Section:
+    q1, q2 = s.q1, s.q2
+    blocks: list = [_arch_table(s, q1, "q1-table", "Q1: linear softmax classifier (784 → 10)"),
+                    _arch_table(s, q2, "q2-table", "Q2: MLP 784-1024-10 with one ReLU hidden layer")]
+    if not math.isnan(q1.test_acc_mean) and not math.isnan(q2.test_acc_mean):
+        blocks.append(Para([f"The MLP's mean test accuracy is {100 * (q2.test_acc_mean - q1.test_acc_mean):+.2f} "
+                            f"percentage points from the linear classifier's, with {q2.params / q1.params:.0f}x its "
+                            "parameters."]))
+    return Section("q1-q2", "Q1 and Q2: linear classifier vs one-hidden-layer MLP", blocks)
+
+
+def q3_section(s: Summary) -> Section:
+    return Section("q3", "Q3: equal-parameter widths", [
+        Para(["L equal hidden layers of width k have (L-1)k² + (L + 794)k + 10 parameters. The exact root of that "
+              f"count = {fmt_int(s.budget)} is rounded to the integer width whose count is nearest the budget."]),
+        Table("q3-table", f"Q3: width that keeps L hidden layers at {fmt_int(s.budget)} parameters",
+              ["L", "exact root k*", "chosen width k", "params", "deviation", "deviation, %"],
+              [[fmt_int(r.layers), fmt(r.root, ".3f"), fmt_int(r.width), fmt_int(r.params), fmt(r.deviation, "+,.0f"),
+                fmt(r.deviation_pct, "+.4f")] for r in s.q3]),
+        Figure("params_vs_layers", "Parameters against depth L: equal-parameter widths (Q3) vs width 1024 for "
+               "every L (log y); the linear classifier for reference.")])
+
+
+def q4_section(s: Summary) -> Section:
+    fixed = {a.layers: a for a in s.q4_fixed or ()}
+    headers = ["L", "width", "params", ACC, "n", "diverged"]
+    if s.q4_fixed is not None:
+        headers += ["fixed width", "fixed params", "fixed: test accuracy, %", "fixed: n", "fixed: diverged"]
+    rows = []
+    for a in s.q4:
+        row = [fmt_int(a.layers), fmt_int(a.width), fmt_int(a.params), acc_ci(a), fmt_int(a.n),
+               fmt_int(a.diverged)]
+        links = _run_links(s, a.name)
+        if s.q4_fixed is not None:
+            f = fixed.get(a.layers)
+            row += ([fmt_int(f.width), fmt_int(f.params), acc_ci(f), fmt_int(f.n), fmt_int(f.diverged)]
+                    if f is not None else ["n/a"] * 5)
+            if f is not None and f.name != a.name:
+                links = links + [" | "] + _run_links(s, f.name)
+        rows.append(row + [links])
+    caption = f"Q4: test accuracy against depth L at {fmt_int(s.budget)} parameters"
+    if s.q4_fixed is not None:
+        caption += ", and with width 1024 for every L (the assignment's own code)"
+    blocks: list = [Table("q4-table", caption, headers + ["runs"], rows)]
+    best = _best(s.q4)
+    if best is not None:
+        worst = min((a for a in s.q4 if not math.isnan(a.test_acc_mean)), key=lambda a: (a.test_acc_mean, a.layers))
+        blocks.append(Para([f"At equal parameters the best depth is L = {best.layers} ({acc_text(best)}), the worst "
+                            f"L = {worst.layers} ({acc_text(worst)})."]))
+    blocks.append(Figure("accuracy_vs_layers", "Test accuracy against depth L, mean over seeds with 95% CI error "
+                         "bars; the band is the linear classifier (Q1), mean ± 95% CI."))
+    return Section("q4", "Q4: test accuracy vs depth", blocks)
+
+
+def curves_section() -> Section:
+    return Section("learning-curves", "Learning curves", [
+        Figure("learning_curves", "Validation accuracy and training loss per epoch, mean over the seeds that "
+               "finished, per model.")])
+
+
+def misclassified_section(s: Summary) -> Section:
+    blocks: list = [Para([Strong(f"{m.label.capitalize()}: "), f"{m.arch.name} ({acc_text(m.arch)} mean test "
+                          f"accuracy); digits from its seed {m.seed} run ", Link(m.run_id, f"run-{m.run_id}"), "."])
+                    for m in s.misclassified]
+    blocks.append(Figure("misclassified", "Misclassified test digits (first ones by test index) of the best and "
+                         "the worst model, labelled true → predicted."))
+    return Section("misclassified", "Misclassified digits", blocks)
+
+
+def provenance_section(s: Summary) -> Section:
+    prov, mach = s.provenance, s.provenance["machine"]
+    order = {r.name: i for i, r in enumerate(s.archs())}
+    runs = sorted(s.runs, key=lambda r: (order.get(r.name, len(order)), r.name, r.seed, r.run_id))
+    kv = [["command", Code(prov["command"])], ["git commit", Code(prov["git_commit"])]]
+    kv += [[f"{k} version", str(v)] for k, v in sorted(prov["versions"].items())]
+    keys = ["host", "cpu", "cores", "gpu", "platform"]
+    kv += [[k, "none" if mach[k] is None else str(mach[k])]
+           for k in sorted(mach, key=lambda k: (keys.index(k) if k in keys else len(keys), k))]
+    kv += [["compute time (runs + Problem 1)", duration(s.wall_time_s)],
+           ["Problem 1 time", duration(s.problem1.wall_time_s)],
+           ["runs", f"{len(runs)} ({sum(r.status != 'ok' for r in runs)} diverged), "
+                    f"{duration(sum(r.wall_time_s for r in runs))} of training wall time"]]
+    blocks: list = [
+        Para(["Every number above comes from the runs below; each run's resolved config, versions, commit, "
+              "machine and command are recorded with it (expand a run under the table)."]),
+        Table("provenance-summary", "This report's study", ["what", "value"], kv),
+        Details("resolved study config (JSON)", json.dumps(s.config, indent=2, sort_keys=True)),
+    ]
+    rows, ids, details = [], [], []
+    for r in runs:
+        status: list = [Badge(r.status, r.status == "ok")]
+        if r.diverged_at is not None:
+            status.append(Aside(f"at epoch {r.diverged_at['epoch']}, step {r.diverged_at['step']}"))
+        commit = r.git_commit
+        rows.append([Code(r.run_id), r.name, fmt_int(r.seed), status, pct(r.test_acc), pct(r.val_acc),
+                     fmt_int(r.params), fmt_int(len(r.history)), fmt(r.wall_time_s, ".1f"), fmt(r.train_time_s, ".1f"),
+                     f"{r.device} ({fmt_int(r.threads)} threads)",
+                     Code(commit[:8] + ("+dirty" if commit.endswith("+dirty") else ""))])
+        ids.append(f"run-{r.run_id}")
+        details.append(Details(f"run {r.run_id}: {r.name} seed {r.seed}",
+                               json.dumps(r.record, indent=2, sort_keys=True)))
+    blocks.append(Table("provenance-table", "Runs", ["run id", "name", "seed", "status", "test acc, %", "val acc, %",
+                                                     "params", "epochs", "wall time, s", "train time, s", "device",
+                                                     "commit"], rows, ids, details))
+    return Section("provenance", "Provenance", blocks)

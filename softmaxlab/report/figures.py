@@ -1,0 +1,234 @@
+"""Every figure: the report's five, from the Summary, and the bias plot `sampled bias --plot` shares with it.
+
+Each figure comes back as (PNG, SVG) bytes without timestamps or version strings: same data, same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+from ..bias import ESTIMATORS
+from ..errors import SoftmaxlabError
+from ..mnist.models import mlp_param_count
+from ..mnist.records import atomic_write
+from ..mnist.summary import Arch, BiasStudy, Summary
+from .document import acc_text, fmt_int
+
+FIGURES = ("accuracy_vs_layers", "params_vs_layers", "learning_curves", "bias_vs_k", "misclassified")
+MISCLASSIFIED_GRID = (2, 12)  # rows x columns of digits per model
+RC = {
+    "svg.hashsalt": "softmaxlab",  # fixed ids in the SVG: same figure, same bytes
+    "svg.fonttype": "path",
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.frameon": False,
+    "figure.dpi": 100,
+}
+C_LINEAR, C_EQUAL, C_FIXED = "#6e7781", "#0969da", "#d1242f"
+C_ESTIMATOR = dict(zip(ESTIMATORS, ("#d1242f", "#0969da", "#1a7f37")))
+
+
+def _plt():
+    """pyplot on the file-only Agg backend (imported on first use: most commands draw nothing)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig) -> tuple[bytes, bytes]:
+    png, svg = io.BytesIO(), io.BytesIO()
+    fig.canvas.draw()  # lay out once (constrained layout is most of the cost), then save both formats as drawn
+    fig.set_layout_engine("none")
+    fig.savefig(png, format="png", dpi=150, metadata={"Software": None})
+    fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
+    _plt().close(fig)
+    return png.getvalue(), svg.getvalue()
+
+
+def make_figures(s: Summary, test_images) -> dict[str, tuple[bytes, bytes]]:
+    """name -> (PNG, SVG) of every figure; test_images: uint8 (N, 784), the split test_errors index into."""
+    plt = _plt()
+    makers = dict(accuracy_vs_layers=lambda: accuracy_vs_layers(s), params_vs_layers=lambda: params_vs_layers(s),
+                  learning_curves=lambda: learning_curves(s), bias_vs_k=lambda: bias_vs_k(s.problem1.bias),
+                  misclassified=lambda: misclassified(s, test_images))
+    with plt.rc_context(RC):
+        return {name: _save(makers[name]()) for name in FIGURES if name != "misclassified" or s.misclassified}
+
+
+def plot_bias(study: BiasStudy, path) -> None:
+    """`softmaxlab sampled bias --plot`: the report's bias figure of one study, PNG or SVG by the suffix."""
+    suffix = str(path).rpartition(".")[2].lower()
+    if suffix not in ("png", "svg"):
+        raise SoftmaxlabError(f"plot path must end in .png or .svg, got {str(path)!r}")
+    with _plt().rc_context(RC):
+        png, svg = _save(bias_vs_k([study]))
+    atomic_write(path, png if suffix == "png" else svg, fix="pick a writable --plot path")
+
+
+def _column(archs: list[Arch], attr: str, scale: float = 1.0):
+    return np.array([getattr(a, attr) * scale for a in archs], dtype=float)
+
+
+def accuracy_vs_layers(s: Summary):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), layout="constrained")
+    q1 = s.q1
+    if not math.isnan(q1.test_acc_mean):
+        if not math.isnan(q1.test_acc_ci):
+            ax.axhspan(100 * (q1.test_acc_mean - q1.test_acc_ci), 100 * (q1.test_acc_mean + q1.test_acc_ci),
+                       color=C_LINEAR, alpha=0.18, lw=0)
+        ax.axhline(100 * q1.test_acc_mean, color=C_LINEAR, lw=1.2, ls="--", label=f"linear (Q1): {acc_text(q1)}")
+    curves = [("equal parameters (Q4)", s.q4, C_EQUAL, "o")]
+    if s.q4_fixed:
+        curves.append(("width 1024 for every L", s.q4_fixed, C_FIXED, "s"))
+    for label, archs, color, marker in curves:
+        archs = sorted(archs, key=lambda a: a.layers)
+        ax.errorbar(_column(archs, "layers"), _column(archs, "test_acc_mean", 100),
+                    yerr=np.nan_to_num(_column(archs, "test_acc_ci", 100)), color=color, marker=marker, ms=5,
+                    lw=1.6, capsize=3, label=label)
+    ax.set_xlabel("hidden layers L")
+    ax.set_ylabel("test accuracy, %")
+    if ax.get_ylim()[1] > 100:  # a wide CI (few seeds) must not suggest accuracies over 100%
+        ax.set_ylim(top=100.5)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ns = sorted({a.n for a in s.archs()} - {0})
+    if not ns or ns[-1] < 2:
+        ax.set_title("Test accuracy vs depth (one seed: no confidence interval)")
+    else:
+        n = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}..{ns[-1]}"
+        ax.set_title(f"Test accuracy vs depth (mean over seeds, {n}; bars: 95% CI)")
+    fig.legend(loc="outside lower center", ncol=3, fontsize=9)
+    return fig
+
+
+def params_vs_layers(s: Summary):
+    plt = _plt()
+    layers = [r.layers for r in s.q3]
+    fixed = {a.layers: a.params for a in s.q4_fixed or ()}
+    fig, ax = plt.subplots(figsize=(7.5, 4.0), layout="constrained")
+    ax.plot(layers, [r.params for r in s.q3], color=C_EQUAL, marker="o", label="equal parameters (Q3 widths)")
+    ax.plot(layers, [fixed.get(L) or mlp_param_count(L, 1024) for L in layers], color=C_FIXED, marker="s",
+            label="width 1024 for every L")
+    for r in s.q3:
+        ax.annotate(f"k={r.width}", (r.layers, r.params), textcoords="offset points", xytext=(0, -14),
+                    ha="center", fontsize=8, color=C_EQUAL)
+    ax.axhline(s.q1.params, color=C_LINEAR, ls="--", lw=1.2, label=f"linear (Q1): {s.q1.params:,}")
+    ax.set_yscale("log")
+    ax.set_xlabel("hidden layers L")
+    ax.set_ylabel("parameters")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_title("Parameters vs depth")
+    fig.legend(loc="outside lower center", ncol=3, fontsize=9)
+    return fig
+
+
+def _curve_means(runs, key: str):
+    """Per epoch, the mean of `key` over the runs that finished (all have the same epochs)."""
+    ok = [r for r in runs if r.status == "ok" and r.history]
+    if not ok:
+        return None, None
+    n = min(len(r.history) for r in ok)
+    ys = np.array([[h[key] for h in r.history[:n]] for r in ok], dtype=float)
+    return np.arange(1, n + 1), ys.mean(axis=0)
+
+
+def learning_curves(s: Summary):
+    plt = _plt()
+    groups = [("equal parameters", list({a.name: a for a in (s.q1, s.q2, *s.q4)}.values()))]
+    if s.q4_fixed:
+        groups.append(("width 1024 for every L", [s.q1, *s.q4_fixed]))
+    max_l = max(a.layers for _, archs in groups for a in archs) or 1
+    epochs = max((len(r.history) for r in s.runs), default=1)
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(2, len(groups), figsize=(5.2 * len(groups) + 0.8, 6.6), squeeze=False,
+                             layout="constrained", sharex=True)
+    for j, (title, archs) in enumerate(groups):
+        for i, (key, ylabel, scale) in enumerate((("val_acc", "validation accuracy, %", 100),
+                                                  ("train_loss", "training loss (epoch mean)", 1))):
+            ax = axes[i][j]
+            for a in archs:
+                x, y = _curve_means(s.runs_of(a.name), key)
+                if x is None:
+                    continue
+                lin = a.model == "linear"
+                color = C_LINEAR if lin else cmap(0.9 * (a.layers - 1) / max(1, max_l - 1))
+                label = "linear" if lin else f"L={a.layers} (k={a.width})"
+                ax.plot(x, y * scale, color=color, ls="--" if lin else "-", marker="o", ms=3, lw=1.5, label=label)
+            if key == "train_loss":
+                ax.set_xlabel("epoch")
+            else:
+                ax.set_title(title)
+            ax.set_ylabel(ylabel)
+            ax.set_xlim(0.6, max(epochs, 1) + 0.4)  # whole epochs, with room either side
+            if epochs <= 12:
+                ax.set_xticks(range(1, max(epochs, 1) + 1))
+            else:
+                ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        handles, names = axes[0][j].get_legend_handles_labels()  # below the panels: never over a curve
+        axes[1][j].legend(handles, names, fontsize=8.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    return fig
+
+
+def bias_vs_k(studies):
+    """|loss bias| against K, log-log, one panel per study; the marker says the sign (filled: the sampled
+    loss is below the full loss, open: above). Biases span orders of magnitude, hence |bias| on a log axis."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(studies), figsize=(5.4 * len(studies), 4.2), squeeze=False,
+                             layout="constrained")
+    for ax, study in zip(axes[0], studies):
+        for est in [e for e in ESTIMATORS if any(r["estimator"] == e for r in study.rows)]:
+            rs = sorted((r for r in study.rows if r["estimator"] == est), key=lambda r: r["num_sampled"])
+            x = np.array([r["num_sampled"] for r in rs], dtype=float)
+            y = np.array([r["loss_bias"] for r in rs], dtype=float)
+            line, = ax.plot(x, np.abs(y), lw=1.6, color=C_ESTIMATOR[est], label=est)
+            ax.plot(x[y < 0], -y[y < 0], ls="none", marker="o", ms=5, color=line.get_color())
+            ax.plot(x[y > 0], y[y > 0], ls="none", marker="o", ms=5, mfc="white", color=line.get_color())
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylabel("|loss bias| (log)")
+        ax.set_xlabel("sampled classes K (log)")
+        ax.set_title(f"{study.title}, C = {fmt_int(study.classes)}, {study.sampler} sampler")
+        ax.legend(fontsize=9)
+        ax.set_xticks(sorted({r["num_sampled"] for r in study.rows}))
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{int(v):,}"))
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+    fig.suptitle("Sampled-softmax loss bias vs K")
+    return fig
+
+
+def misclassified(s: Summary, test_images):
+    """Per chosen model (best, worst): its first misclassified test digits, titled true -> predicted.
+
+    Each model's digits are one tiled image on one axes (96 small axes would take seconds to lay out).
+    """
+    plt = _plt()
+    nr, nc = MISCLASSIFIED_GRID
+    cell, top = 34, 14  # pixels per digit cell (28 + margin) and the label strip above each row
+    imgs = np.asarray(test_images.cpu()).reshape(-1, 28, 28)
+    w = nc * 0.78  # inches; each block's height follows the mosaic's aspect, plus its title
+    chosen = s.misclassified
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(w, len(chosen) * (w * nr * (cell + top) / (nc * cell) + 0.35)),
+                             squeeze=False, layout="constrained")
+    for ax, m in zip(axes[:, 0], chosen):
+        mosaic = np.zeros((nr * (cell + top), nc * cell), dtype=np.uint8)
+        ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
+        for k, (i, true, pred) in enumerate(m.errors[: nr * nc]):
+            r, c = divmod(k, nc)
+            y0, x0 = r * (cell + top) + top, c * cell
+            mosaic[y0 + 3:y0 + 31, x0 + 3:x0 + 31] = imgs[i]
+            ax.text(x0 + cell / 2, y0 - 1, f"{true}→{pred}", ha="center", va="bottom", fontsize=8.5, color="#1f2328")
+        ax.images[0].set_data(mosaic)
+        ax.set_axis_off()
+        ax.set_title(f"{m.label}: {m.arch.name} ({acc_text(m.arch)}), seed {m.seed} run {m.run_id}, "
+                     f"{m.n_errors:,} test errors", fontsize=9.5, loc="left")
+    return fig
