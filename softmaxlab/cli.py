@@ -128,13 +128,12 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def data_check(data_dir: Optional[Path] = DataDir, download: bool = typer.Option(
         False, help="Download missing files from the public mirrors first.")):
     """Verify the four MNIST files (sha256 of the decoded payload) and print their checksums."""
-    from .data import check
+    from .data import check, check_report, resolve_data_dir
 
-    rows = check(data_dir, download=download)
-    for r in rows:
-        print(f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<26} {r['bytes']:>10,} bytes  sha256 {r['sha256']}")
-    if not all(r["ok"] for r in rows):
-        raise SoftmaxlabError("some MNIST files failed verification (see above): replace them and re-run")
+    lines, error = check_report(check(data_dir, download=download), resolve_data_dir(data_dir))
+    print("\n".join(lines))
+    if error:
+        raise SoftmaxlabError(error)
 
 
 @app.command()

@@ -14,7 +14,9 @@ import http.client
 import io
 import os
 import re
+import socket
 import tempfile
+import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Mapping, Sequence
@@ -208,10 +210,17 @@ def _cache_dirs(data_dir: Path) -> list[Path]:
 
 
 def _find(data_dir: Path, name: str) -> Path | None:
-    """`name` or `name.gz` in data_dir; the raw file wins (no decompression)."""
+    """`name` or `name.gz` in data_dir; the raw file wins (no decompression). A data dir that is a file, or a
+    folder under a file's name, is an error: downloading over it could not help."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise SoftmaxlabError(f"the data dir {data_dir} is a file, not a folder; {_WHERE}")
     for p in (data_dir / name, data_dir / f"{name}.gz"):
         if p.is_file():
             return p
+    for p in (data_dir / name, data_dir / f"{name}.gz"):
+        if p.exists():
+            raise SoftmaxlabError(f"{p} is a folder, not the IDX file; remove it and put the file {name} "
+                                  f"(raw or .gz) there")
     return None
 
 
@@ -295,6 +304,20 @@ def _ensure_writable_dir(data_dir: Path) -> None:
         )
 
 
+TIMEOUT = 5.0  # seconds per socket operation with a mirror: short, so an offline machine hears so quickly
+
+
+class MirrorsUnreachable(SoftmaxlabError):
+    """No mirror answered at all (no network, DNS, refused, timed out): load_mnist says so once."""
+
+
+def _unreachable(e: BaseException) -> bool:
+    """A failure to reach the server (not an answer from it, such as a 404 or bad bytes)."""
+    if isinstance(e, urllib.error.HTTPError):
+        return False
+    return isinstance(e, (urllib.error.URLError, TimeoutError, ConnectionError, socket.gaierror))
+
+
 def _fetch(url: str, timeout: float, limit: int) -> bytes:
     """GET url; more than `limit` bytes is an error (a wrong URL can serve anything)."""
     req = urllib.request.Request(url, headers={"User-Agent": "softmaxlab"})
@@ -314,22 +337,24 @@ def download_file(
     sha256: str,
     nbytes: int,
     mirrors: Sequence[str] | None = None,
-    timeout: float = 10.0,
+    timeout: float = TIMEOUT,
 ) -> np.ndarray:
     """Fetch `<mirror><name>.gz` from each mirror in turn, verify the decoded payload, then place it as
-    data_dir/<name>.gz with an atomic rename. Returns the decoded array."""
+    data_dir/<name>.gz with an atomic rename. Returns the decoded array. MirrorsUnreachable if none answered."""
     _ensure_writable_dir(data_dir)
-    failures = []
-    for mirror in _mirrors(mirrors):
-        url = f"{mirror}{name}.gz"
+    failures, reached = [], False
+    urls = [f"{mirror}{name}.gz" for mirror in _mirrors(mirrors)]
+    for url in urls:
         try:
             raw = _fetch(url, timeout, limit=_cap(nbytes))
             arr = _verify(_decode(raw, url, limit=_cap(nbytes)), name, sha256, nbytes, url)
         except SoftmaxlabError as e:
             failures.append(" ".join(str(e).split(";")[0].split()))
+            reached = True
             continue
         except (OSError, http.client.HTTPException, ValueError) as e:
             failures.append(f"{url}: {' '.join(str(e).split()) or type(e).__name__}")
+            reached = reached or not _unreachable(e)
             continue
         try:
             _atomic_write(data_dir, f"{name}.gz", lambda f, raw=raw: f.write(raw))
@@ -339,6 +364,8 @@ def download_file(
             ) from None
         return arr
     names = ", ".join(MNIST_FILES)
+    if urls and not reached:
+        raise MirrorsUnreachable(f"no MNIST mirror answered ({len(urls)} tried, {timeout:g} s time-out)")
     raise SoftmaxlabError(
         f"could not download {name} ({' | '.join(failures) or 'no mirrors given'}); put the four files "
         f"{names} (raw or .gz) in {data_dir}, or {_WHERE}"
@@ -402,7 +429,7 @@ def load_mnist(
     *,
     download: bool = True,
     mirrors: Sequence[str] | None = None,
-    timeout: float = 10.0,
+    timeout: float = TIMEOUT,
     files: Mapping[str, tuple[str, int]] | None = None,
     cache: bool = True,
 ) -> Mnist:
@@ -416,10 +443,19 @@ def load_mnist(
     if set(files) != set(MNIST_FILES):
         raise SoftmaxlabError(f"files must name exactly {sorted(MNIST_FILES)}; got {sorted(files)}")
     d = resolve_data_dir(data_dir)
-    t = {
-        name: torch.from_numpy(_load_one(d, name, sha, n, download, mirrors, timeout, cache))
-        for name, (sha, n) in files.items()
-    }
+    try:
+        t = {
+            name: torch.from_numpy(_load_one(d, name, sha, n, download, mirrors, timeout, cache))
+            for name, (sha, n) in files.items()
+        }
+    except MirrorsUnreachable as e:  # offline: one message, not one per mirror and file
+        missing = [name for name in files if _find(d, name) is None]
+        what = ("MNIST is" if len(missing) == len(files)
+                else f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'}")
+        raise SoftmaxlabError(
+            f"{what} not in {d} and {e}: put the four files {', '.join(files)} (raw or .gz) in {d}, or set "
+            f"{ENV_DATA} (or --data-dir) to the folder that holds them; then verify them with: softmaxlab data check"
+        ) from None
     for images, labels in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
         if len(t[images]) != len(t[labels]):
             raise SoftmaxlabError(
@@ -433,32 +469,94 @@ def check(
     download: bool = False,
     *,
     mirrors: Sequence[str] | None = None,
-    timeout: float = 10.0,
+    timeout: float = TIMEOUT,
     files: Mapping[str, tuple[str, int]] | None = None,
 ) -> list[dict]:
     """Verify each file from scratch (no cache): one dict per file with name, path (None if missing),
-    sha256 and bytes of the decoded payload (None if unreadable), ok, and error (the message, or None)."""
+    sha256 and bytes of the decoded payload (None if unreadable), ok, error (the message, or None) and
+    reason (a few words for the table: missing, truncated, wrong checksum, not IDX, ...)."""
     files = MNIST_FILES if files is None else files
     d = resolve_data_dir(data_dir)
-    rows = []
+    rows, offline = [], None
     for name, (sha, nbytes) in files.items():
-        row = {"name": name, "path": None, "sha256": None, "bytes": None, "ok": False, "error": None}
-        src = _find(d, name)
+        row = {"name": name, "path": None, "sha256": None, "bytes": None, "ok": False, "error": None,
+               "reason": None, "expected_bytes": nbytes}
         try:
-            if src is None and download:
-                download_file(name, d, sha, nbytes, mirrors, timeout)
+            src = _find(d, name)
+            if src is None and download and offline is None:
+                try:
+                    download_file(name, d, sha, nbytes, mirrors, timeout)
+                except MirrorsUnreachable as e:
+                    offline = e  # the other files would wait on the same dead mirrors: try no more
+                    raise
                 src = _find(d, name)
             if src is None:
-                raise SoftmaxlabError(f"{name} not found in {d} (looked for {name} and {name}.gz); {_WHERE}")
+                why = f" and {offline}" if offline is not None else ""
+                raise SoftmaxlabError(f"{name} not found in {d} (looked for {name} and {name}.gz){why}; {_WHERE}")
             row["path"] = str(src)
             payload = _decode(_read_file(src), str(src), limit=_cap(nbytes))
             row["sha256"], row["bytes"] = hashlib.sha256(payload).hexdigest(), len(payload)
             _verify(payload, name, sha, nbytes, str(src))
             row["ok"] = True
         except SoftmaxlabError as e:
-            row["error"] = str(e)
+            row["error"], row["reason"] = str(e), _reason(str(e), row)
         rows.append(row)
     return rows
+
+
+# (what the message says, the table's words), first match wins; the messages are this module's own
+_REASONS = (
+    ("is a file, not a folder", "the data dir is a file"),
+    ("is a folder, not the IDX file", "a folder, not a file"),
+    ("not found in", "missing"),
+    ("no MNIST mirror answered", "missing (no mirror answered)"),
+    ("could not download", "missing (download failed)"),
+    ("cannot read", "unreadable"),
+    (": only 0 bytes", "empty"),
+    ("not an IDX file", "not IDX (too short)"),
+    ("wrong magic number", "not IDX (wrong magic number: another file?)"),
+    ("truncated", "truncated"),
+    ("corrupt gzip", "corrupt gzip (truncated or damaged)"),
+    ("decodes to over", "too large (wrong file?)"),
+    ("trailing bytes", "trailing bytes after the data"),
+    ("items are", "wrong item shape"),
+    ("header says", "wrong item count"),
+    ("sha256", "wrong checksum"),
+)
+
+
+def _reason(msg: str, row: dict) -> str:
+    for needle, words in _REASONS:
+        if needle in msg:
+            if words == "truncated" and row["bytes"] is not None:
+                return f"truncated ({row['bytes']:,} of {row['expected_bytes']:,} bytes)"
+            return words
+    return msg.split(";")[0]
+
+
+def check_report(rows: list[dict], data_dir: Path) -> tuple[list[str], str | None]:
+    """`data check`'s table, one line per file, and the error line's message (None if all are ok)."""
+    lines = []
+    for r in rows:
+        shown = Path(r["path"]).name if r["path"] else r["name"]
+        if r["ok"]:
+            lines.append(f"ok  {shown:<26} {r['bytes']:>10,} bytes  sha256 {r['sha256']}")
+        else:
+            lines.append(f"BAD {shown:<26} {r['reason']}")
+    bad = [r for r in rows if not r["ok"]]
+    if not bad:
+        return lines, None
+    absent = all(r["path"] is None for r in bad)
+    if any(r["reason"] == "the data dir is a file" for r in bad):
+        fix = f"{data_dir} is a file: {_WHERE}"
+    elif absent and len(bad) == len(rows):
+        fix = (f"put the four files (raw or .gz) in {data_dir}, or set {ENV_DATA} (or --data-dir) to the folder "
+               f"that holds them")
+    else:
+        fix = (f"replace {'it' if len(bad) == 1 else 'them'} in {data_dir} with good copies (or delete "
+               f"{'it' if len(bad) == 1 else 'them'} and run softmaxlab data check --download)")
+    return lines, f"{len(bad)} of the {len(rows)} MNIST files failed verification (see above): {fix}, then re-run " \
+                  f"softmaxlab data check"
 
 
 # ----------------------------------------------------------------------------------------------------------
