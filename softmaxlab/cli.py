@@ -283,11 +283,17 @@ def _reproduce_config():
 
 @app.command()
 @config_command(_reproduce_config())
-def reproduce(cfg, data_dir: Optional[Path] = DataDir):
+def reproduce(cfg, data_dir: Optional[Path] = DataDir,
+              json_out: bool = typer.Option(False, "--json", help="Print the answers as JSON (no progress).")):
     """The main job: answer Problem 1 and Q1-Q4 with figures, CIs and provenance in --out/report.html."""
+    from .progress import should_show
     from .study import reproduce as run
 
-    summary = run(cfg, data_dir)
+    summary = run(cfg, data_dir, log=(lambda s: None) if json_out else print, progress=should_show(json_out=json_out))
+    if json_out:
+        keep = ("q1", "q2", "q3", "q4", "wall_time_s")
+        print(json.dumps(dict({k: summary[k] for k in keep}, report=str(Path(cfg.out) / "report.html")), indent=2))
+        return
     q1, q2 = summary["q1"], summary["q2"]
     print(f"Q1 linear:        test_acc {_acc(q1)}")
     print(f"Q2 784-1024-10:   test_acc {_acc(q2)}")

@@ -553,8 +553,8 @@ def check_report(rows: list[dict], data_dir: Path) -> tuple[list[str], str | Non
         fix = (f"put the four files (raw or .gz) in {data_dir}, or set {ENV_DATA} (or --data-dir) to the folder "
                f"that holds them")
     else:
-        fix = (f"replace {'it' if len(bad) == 1 else 'them'} in {data_dir} with good copies (or delete "
-               f"{'it' if len(bad) == 1 else 'them'} and run softmaxlab data check --download)")
+        it, copies = ("it", "a good copy") if len(bad) == 1 else ("them", "good copies")
+        fix = f"replace {it} in {data_dir} with {copies} (or delete {it} and run softmaxlab data check --download)"
     return lines, f"{len(bad)} of the {len(rows)} MNIST files failed verification (see above): {fix}, then re-run " \
                   f"softmaxlab data check"
 

@@ -366,8 +366,9 @@ class ReproduceConfig:
         return plan
 
 
-def reproduce(cfg: ReproduceConfig, data_dir=None, log=print) -> dict:
-    """Answer every question of the assignment under `cfg.out`: runs, Problem 1 studies, summary, report."""
+def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, progress: bool = False) -> dict:
+    """Answer every question of the assignment under `cfg.out`: runs, Problem 1 studies, summary, report.
+    progress: draw the overall progress line (progress.py) on stderr while the runs train."""
     from .models import width_table
 
     t0 = time.perf_counter()
@@ -387,7 +388,11 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print) -> dict:
     note = precision_note(cfg.base())
     if note:
         log(note)
-    done = execute(unique, out, data, log=log, tracker=tracker, batch_seeds=cfg.batch_seeds, workers=cfg.workers)
+    from .progress import study_progress
+
+    with study_progress(out, [runs.run_id(c.identity()) for c in unique], show=progress):
+        done = execute(unique, out, data, progress=False, log=log, tracker=tracker, batch_seeds=cfg.batch_seeds,
+                       workers=cfg.workers)
     results = {runs.run_id(c.identity()): r for c, r in zip(unique, done)}
     runs.atomic_write(out / "results.csv", runs.results_csv(list(results.values())))
 
