@@ -164,7 +164,7 @@ def _train_config():
 @app.command()
 @config_command(_train_config())
 def train(cfg, data_dir: Optional[Path] = DataDir,
-          out: Optional[Path] = typer.Option(None, help="Record the run under this folder (resumable)."),
+          out: Optional[str] = typer.Option(None, help="Record the run under this folder (resumable)."),
           json_out: bool = typer.Option(False, "--json", help="Print the result as JSON.")):
     """Train one model under the assignment's protocol and print its metrics."""
     from . import runs
@@ -312,6 +312,7 @@ def sampled_check(seed: int = typer.Option(0, help="Seed of the random problems.
     """Check every closed-form gradient against torch.autograd in float64; print the max abs errors."""
     from .gradcheck import run_checks
 
+    _check_seed(seed)
     rows = run_checks(seed=seed)
     for r in rows:
         print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['name']:<56} max_abs_err={r['max_abs_err']:.3e} "
@@ -334,6 +335,7 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
     from .bias import bias_study, format_table, plot_bias
     from .study import parse_range
 
+    _check_seed(seed)
     ks = parse_range(samples, "samples", 1)
     logits = None
     if mnist:
@@ -346,8 +348,17 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
           f"normaliser, D = its estimate")
     print(format_table(rows))
     if plot is not None:
-        plot_bias(rows, plot)
+        try:
+            plot_bias(rows, plot)
+        except OSError as e:  # a folder, inside a file, read-only, the disk full
+            raise SoftmaxlabError(f"cannot write the plot {plot} ({e.strerror or type(e).__name__}): pass a "
+                                  f"writable file path ending in .png or .svg") from None
         print(f"plot: {plot}")
+
+
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise SoftmaxlabError(f"--seed {seed} is negative: pass a seed >= 0")
 
 
 def main(argv: list[str] | None = None) -> int:

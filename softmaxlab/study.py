@@ -268,6 +268,8 @@ class SweepConfig:
     per CPU core (1 on CUDA or with --track). A run's metrics depend on its thread count, not on the process."""
 
     def plan(self, base: TrainConfig) -> list[TrainConfig]:
+        if self.model not in ("mlp", "linear"):
+            raise SoftmaxlabError(f"--model {self.model!r} is unknown: use mlp or linear")
         seeds = parse_range(self.seeds, "seeds", 0)
         if self.model == "linear":
             return [dataclasses.replace(base, model="linear", seed=s) for s in seeds]
@@ -337,6 +339,11 @@ class ReproduceConfig:
     per CPU core (1 on CUDA or with --track). A run's metrics depend on its thread count, not on the process."""
 
     def resolved(self) -> ReproduceConfig:
+        for name, lo in (("seeds", 1), ("epochs", 1), ("bias_classes", 2)):  # checked before --quick replaces them
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise SoftmaxlabError(f"--{name.replace('_', '-')} {v!r} is invalid: pass "
+                                      f"{'a positive integer' if lo == 1 else f'an integer >= {lo}'}")
         if self.quick:
             return dataclasses.replace(self, seeds=1, epochs=1, bias_classes=min(self.bias_classes, 10_000))
         return self
