@@ -244,3 +244,33 @@ def test_reproduce_progress_on_a_terminal_quiet_otherwise(tty, json_out, tmp_pat
         assert json.loads(stdout)["q1"]["name"] == "linear"
     else:
         assert "Q1 linear" in stdout
+
+
+# ---- a few cases of the generated campaign through the console script ----------------------------------------
+
+
+def _subprocess_subset() -> list:
+    """For each kind of input, the first case of a command not yet picked that needs neither the patched MNIST
+    table nor a fault injected (those run in-process only, tests/test_bad_inputs.py): a few, deterministic."""
+    import campaign
+
+    picked, used = [], set()
+    for gen in campaign.KINDS.values():
+        fits = [c for command, cmd in campaign.commands().items() for c in gen(command, cmd)
+                if not c.real_data and c.full_disk_at is None]
+        fresh = [c for c in fits if c.command not in used] or fits
+        if fresh:
+            picked.append(fresh[0])
+            used.add(fresh[0].command)
+    return picked
+
+
+@pytest.mark.parametrize("case", _subprocess_subset(), ids=lambda c: c.id)
+def test_generated_cases_through_the_console_script(case, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    argv = case.make(tmp_path)
+    p = softmaxlab(*argv, env=newcomer_env(home, dead_ports(1)), cwd=tmp_path)
+    err = one_error_line(p)
+    assert any(n.lower() in err.lower() for n in case.names), (case.names, err)
+    assert not [q for q in tmp_path.rglob("*") if q.name in ("result.json", "summary.json", "report.html")]
