@@ -60,9 +60,9 @@ class LMConfig:
     """Adam's learning rate, every run."""
     Ks: tuple[int, ...] = (64, 512, 2048)
     """Numbers of sampled classes."""
-    evals: int = 6
+    evals: int = 5
     """Valid-perplexity points per run (the figure)."""
-    valid_tokens: int = 20000
+    valid_tokens: int = 10000
     """Windows of the valid split those points use."""
     seed: int = 0
     """Initial weights, batch order, sampled negatives."""

@@ -26,9 +26,11 @@ from .errors import SoftmaxlabError
 from .gradcheck import run_checks
 from .mnist import records, study
 from .mnist.configs import ReproduceConfig, SweepConfig, TrainConfig, check_workers, parse_range, protocol
-from .mnist.data import check
+from .mnist.check import check, check_report
+from .mnist.data import resolve_data_dir
 from .mnist.engine import precision_note
 from .mnist.models import width_table
+from .mnist.progress import should_show
 from .mnist.runner import execute
 from .mnist.summary import Arch, BiasStudy, summarize
 from .mnist.train import train as train_run
@@ -134,11 +136,10 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def data_check(data_dir: Optional[Path] = DataDir, download: bool = typer.Option(
         False, help="Download missing files from the public mirrors first.")):
     """Verify the four MNIST files (sha256 of the decoded payload) and print their checksums."""
-    rows = check(data_dir, download=download)
-    for r in rows:
-        print(f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<26} {r['bytes']:>10,} bytes  sha256 {r['sha256']}")
-    if not all(r["ok"] for r in rows):
-        raise SoftmaxlabError("some MNIST files failed verification (see above): replace them and re-run")
+    lines, error = check_report(check(data_dir, download=download), resolve_data_dir(data_dir))
+    print("\n".join(lines))
+    if error:
+        raise SoftmaxlabError(error)
 
 
 @app.command()
@@ -166,7 +167,7 @@ def _note(cfg: TrainConfig) -> None:
 @app.command()
 @config_command(TrainConfig)
 def train(cfg: TrainConfig, data_dir: Optional[Path] = DataDir,
-          out: Optional[Path] = typer.Option(None, help="Record the run under this folder (resumable)."),
+          out: Optional[str] = typer.Option(None, help="Record the run under this folder (resumable)."),
           json_out: bool = typer.Option(False, "--json", help="Print the result as JSON.")):
     """Train one model under the assignment's protocol and print its metrics."""
     cfg.validate()
@@ -240,13 +241,15 @@ def sweep(cfg: SweepConfig, base: TrainConfig, data_dir: Optional[Path] = DataDi
 
 @app.command()
 @config_command(ReproduceConfig)
-def reproduce(cfg: ReproduceConfig, data_dir: Optional[Path] = DataDir):
+def reproduce(cfg: ReproduceConfig, data_dir: Optional[Path] = DataDir,
+              json_out: bool = typer.Option(False, "--json", help="Print the answers as JSON (no progress).")):
     """The main job: answer Problem 1 and Q1-Q4 with figures, CIs and provenance in --out/report.html."""
     t0 = time.perf_counter()
     cfg.resolved().plan()  # a bad option: say so before anything is written
     tracker = _tracker(cfg.track, Path(cfg.out))
     try:
-        summary, data = study.reproduce(cfg, data_dir, tracker=tracker)
+        summary, data = study.reproduce(cfg, data_dir, log=(lambda s: None) if json_out else print,
+                                        tracker=tracker, progress=should_show(json_out=json_out))
         out = Path(cfg.out)
         written = write_report(out, summary, data.test.x)
         if tracker is not None:
@@ -255,6 +258,10 @@ def reproduce(cfg: ReproduceConfig, data_dir: Optional[Path] = DataDir):
     finally:
         if tracker is not None:
             tracker.close()
+    if json_out:
+        answers = {k: dataclasses.asdict(summary)[k] for k in ("q1", "q2", "q3", "q4", "wall_time_s")}
+        print(json.dumps(dict(answers, report=str(out / "report.html")), indent=2, default=str))
+        return
     print(f"report: {out / 'report.html'} (compute {summary.wall_time_s:.0f}s; this invocation "
           f"{time.perf_counter() - t0:.0f}s)")
     print(f"Q1 linear:        test_acc {_acc(summary.q1)}")
@@ -272,6 +279,7 @@ def _acc(a: Arch) -> str:
 @sampled_app.command("check")
 def sampled_check(seed: int = typer.Option(0, help="Seed of the random problems.")):
     """Check every closed-form gradient against torch.autograd in float64; print the max abs errors."""
+    _check_seed(seed)
     rows = run_checks(seed=seed)
     for r in rows:
         print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['name']:<56} max_abs_err={r['max_abs_err']:.3e} "
@@ -291,6 +299,7 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
                                                         "(C = 10) instead of random ones."),
                  data_dir: Optional[Path] = DataDir):
     """The sampled-softmax bias study: loss bias, error of D and gradient cosine, per estimator and K."""
+    _check_seed(seed)
     ks = parse_range(samples, "samples", 1)
     logits = None
     if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
@@ -303,8 +312,17 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
     print(f"C = {classes}, proposal {sampler}, {title}; Z = full normaliser, D = its estimate")
     print(format_table(rows))
     if plot is not None:
-        plot_bias(BiasStudy(title, classes, sampler, tuple(rows)), plot)
+        try:
+            plot_bias(BiasStudy(title, classes, sampler, tuple(rows)), plot)
+        except OSError as e:  # a folder, inside a file, read-only, the disk full
+            raise SoftmaxlabError(f"cannot write the plot {plot} ({e.strerror or type(e).__name__}): pass a "
+                                  f"writable file path ending in .png or .svg") from None
         print(f"plot: {plot}")
+
+
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise SoftmaxlabError(f"--seed {seed} is negative: pass a seed >= 0")
 
 
 def main(argv: list[str] | None = None) -> int:

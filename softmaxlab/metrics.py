@@ -8,6 +8,7 @@ import math
 import torch
 
 from softmaxlab.errors import SoftmaxlabError
+from softmaxlab.sampled_kernels import linear
 
 _CHUNK_ELEMENTS = 1 << 22  # default chunk: B * chunk_size logits (16 MB in float32)
 
@@ -45,7 +46,7 @@ def exact_metrics(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     top_i = torch.empty(B, 0, dtype=torch.long, device=inputs.device)
     for lo in range(0, C, n):
         hi = min(C, lo + n)
-        z = inputs @ weight[lo:hi].T  # (B, n) in the inputs' dtype
+        z = linear(inputs, weight[lo:hi])  # (B, n) in the inputs' dtype
         if bias is not None:
             z = z + bias[lo:hi]
         z = z.to(acc)

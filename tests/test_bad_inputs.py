@@ -1,10 +1,13 @@
-"""Every bad input of issue 7, one row each: a one-line `error:` that names the problem and the fix, exit code 2,
-and nothing written that could pass for a result. Also numerical faults (divergence, extreme logits) and safe
-checkpoint loading.
+"""Bad inputs: a one-line `error:` that names the problem and the fix, exit code 2, no traceback, and nothing
+written that could pass for a result. Also numerical faults (divergence, extreme logits) and safe checkpoint
+loading.
 
-CLI rows run `softmaxlab.cli.main` in-process (the same code as the console script, minus ~1.5 s of startup per
-row) on small synthetic data, so none of them needs MNIST. scripts/reliability.py counts these rows for
-docs/reliability.md.
+Section 0 runs the generated campaign (tests/campaign.py: every command x every bad shape of each input it
+reads), all of it; sections 1-7 are hand-written rows that check the wording of particular messages and the
+cases a shape cannot express (another study in --out, each kind of write failing, a poisoned download or
+checkpoint, the maths API). CLI rows run `softmaxlab.cli.main` in-process (the same code as the console script,
+minus ~1.5 s of startup per row) on small synthetic data, so none of them needs MNIST; tests/test_newcomer.py
+runs a few through the console script. scripts/reliability.py counts these rows for docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 import threading
 from pathlib import Path
 
+import campaign
 import fakes
 import numpy as np
 import pytest
@@ -80,6 +84,86 @@ def assert_clean_error(code: int, err: str, needles, before: dict, *dirs: Path, 
     return lines[0]
 
 
+# ---- 0. the generated campaign ------------------------------------------------------------------------------
+
+CASES = campaign.generate()
+DEAD_MIRROR = "http://127.0.0.1:9/"  # the discard port: connection refused, no real network
+
+
+def _campaign_env(tmp_path, monkeypatch, real_data: bool):
+    monkeypatch.chdir(tmp_path)  # a command that wrongly went ahead would write its default --out here
+    for var in ("SOFTMAXLAB_DATA", "CI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SOFTMAXLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SOFTMAXLAB_MNIST_MIRRORS", DEAD_MIRROR)
+    if real_data:
+        monkeypatch.setattr(data, "MNIST_FILES", campaign.files_table(campaign.small_mnist()))
+    else:
+        d = fake_data()
+        monkeypatch.setattr("softmaxlab.mnist.study.load_data", lambda data_dir=None, **kw: d)
+
+
+def _fill_disk_at(at: str, under: Path, monkeypatch) -> list[str]:
+    """The first fsync of a file under `under` (at='first') or of the file named `at` fails with ENOSPC."""
+    real_fsync, hit = os.fsync, []
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if not hit and path.startswith(str(under)) and (at == "first" or _target_of(path) == at):
+            hit.append(path)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return hit
+
+
+def _writable_again(tmp_path: Path):
+    for p in [tmp_path, *tmp_path.rglob("*")]:
+        if p.is_dir() and not p.is_symlink():
+            p.chmod(0o755)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_generated_bad_input(case, tmp_path, capsys, monkeypatch):
+    """One `error:` line (at most a few lines on stderr, the error last) that names the input, exit 2, no
+    traceback, nothing under the folder that passes for a result, the data dir untouched."""
+    _campaign_env(tmp_path, monkeypatch, case.real_data)
+    argv = case.make(tmp_path)
+    hit = _fill_disk_at(case.full_disk_at, tmp_path / "out", monkeypatch) if case.full_disk_at else None
+    before = snapshot(tmp_path)
+    try:
+        code, err = run_cli(argv, capsys)
+    finally:
+        _writable_again(tmp_path)
+    assert code == 2, (code, err)
+    lines = [ln for ln in err.strip("\n").split("\n") if ln.strip()]
+    assert "Traceback" not in err and 1 <= len(lines) <= 3, err
+    assert lines[-1].startswith("error: ") and not any(ln.startswith("error: ") for ln in lines[:-1]), err
+    assert any(n.lower() in lines[-1].lower() for n in case.names), (case.names, lines[-1])
+    if hit is not None:
+        assert hit, f"the disk never filled: no fsync of {case.full_disk_at} under {tmp_path / 'out'}"
+    after = snapshot(tmp_path)
+    for path, blob in after.items():
+        name = Path(path).name
+        assert not runs._TEMP.search(name), f"temp file left: {path}"
+        if name in campaign.RESULT_FILES or name.startswith("fig."):
+            assert before.get(path) == blob, f"{path} was written by a failing command"
+    mnist = str(tmp_path / "mnist")
+    assert {k: v for k, v in after.items() if k.startswith(mnist)} == {
+        k: v for k, v in before.items() if k.startswith(mnist)}, "the data dir was changed"
+
+
+@pytest.mark.parametrize("command", list(campaign.commands()))
+def test_every_command_has_cases_and_a_valid_base(command, tmp_path, capsys, monkeypatch):
+    """Each command is in the campaign, and its base invocation (what each case spoils) succeeds."""
+    assert [c for c in CASES if c.command == command], f"{command}: no generated case"
+    _campaign_env(tmp_path, monkeypatch, real_data=command == "data check")
+    code, err = run_cli(campaign.control(command, campaign.commands()[command], tmp_path), capsys)
+    assert code == 0, err
+
+
 # ---- 1. command-line values ------------------------------------------------------------------------------------
 
 ARGS = [
@@ -121,10 +205,6 @@ ARGS = [
     pytest.param(["sampled", "bias", "--classes", "1"], ["classes", ">= 2"], id="C<2"),
     pytest.param(["sampled", "bias", "--sampler", "zipfian"], ["unknown sampler 'zipfian'", "choose one of"],
                  id="sampler-unknown"),
-    pytest.param(["sampled", "bias", "--classes", "10", "--samples", "10"], ["10"], id="K>=C",
-                 marks=pytest.mark.xfail(reason="sampled/bias accept K >= C when drawing with replacement (only "
-                                                "unique draws refuse it); issue 7 lists K >= C as bad input",
-                                         strict=False)),
 ]
 
 
@@ -166,24 +246,6 @@ def test_bad_config_files(text, needles, fake, tmp_path, capsys):
 
 
 # ---- 3. output folders -----------------------------------------------------------------------------------------
-
-
-def test_out_inside_a_file(fake, tmp_path, capsys):
-    (tmp_path / "afile").write_text("x")
-    before = snapshot(tmp_path)
-    code, err = run_cli(["sweep", "--out", str(tmp_path / "afile" / "out"), *TINY], capsys)
-    assert_clean_error(code, err, ["is not writable", "pass a writable --out"], before, tmp_path)
-
-
-def test_out_not_writable(fake, tmp_path, capsys):
-    if os.geteuid() == 0:  # root writes through permission bits: use a place no one can write to
-        out = Path("/proc/softmaxlab-test/out")
-    else:
-        (tmp_path / "ro").mkdir(mode=0o555)
-        out = tmp_path / "ro" / "out"
-    before = snapshot(tmp_path)
-    code, err = run_cli(["sweep", "--out", str(out), *TINY], capsys)
-    assert_clean_error(code, err, [str(out), "pass a writable --out"], before, tmp_path)
 
 
 @pytest.mark.parametrize("first,then,needles", [
@@ -314,42 +376,6 @@ def _replace(d: Path, name: str, blob: bytes | None, gz: bool = True):
         (d / (f"{name}.gz" if gz else name)).write_bytes(gzip.compress(blob, mtime=0) if gz else blob)
 
 
-FILE_ROWS = [
-    pytest.param(lambda d, p: _replace(d, data.TRAIN_LABELS, None), [data.TRAIN_LABELS, "could not download",
-                                                                      "put the four files"], id="mnist-missing"),
-    pytest.param(lambda d, p: _replace(d, data.TEST_IMAGES, p[data.TEST_IMAGES][:5000], gz=False),
-                 ["truncated", data.TEST_IMAGES, "delete it"], id="mnist-truncated"),
-    pytest.param(lambda d, p: (d / f"{data.TRAIN_IMAGES}.gz").write_bytes(
-        (d / f"{data.TRAIN_IMAGES}.gz").read_bytes()[:-40]), ["corrupt gzip", data.TRAIN_IMAGES], id="mnist-gz-cut"),
-    pytest.param(lambda d, p: (d / f"{data.TEST_LABELS}.gz").write_bytes(b"\x1f\x8b" + os.urandom(200)),
-                 ["corrupt gzip", data.TEST_LABELS, "delete it"], id="mnist-corrupt"),
-    pytest.param(lambda d, p: _replace(d, data.TRAIN_LABELS, p[data.TEST_IMAGES]),
-                 ["wrong magic number", "check that the right file has this name"], id="mnist-wrong-magic"),
-    pytest.param(lambda d, p: _replace(d, data.TEST_LABELS, _flip_label(p[data.TEST_LABELS])),
-                 ["sha256", "corrupt or not MNIST", "delete it"], id="mnist-checksum"),
-    pytest.param(lambda d, p: _replace(d, data.TRAIN_IMAGES, p[data.TRAIN_IMAGES] + b"\0" * 3),
-                 ["trailing bytes", data.TRAIN_IMAGES], id="mnist-trailing-bytes"),
-    pytest.param(lambda d, p: (_replace(d, data.TRAIN_IMAGES, None), d.chmod(0o555)),
-                 ["not writable", "cannot download"], id="data-dir-unwritable"),
-    pytest.param(lambda d, p: [x.unlink() for x in list(d.iterdir())] and None,
-                 ["could not download", "put the four files"], id="data-dir-empty"),
-]
-
-
-@pytest.mark.parametrize("damage,needles", FILE_ROWS)
-def test_bad_mnist_files(damage, needles, mnist_like, tmp_path, capsys):
-    d, payloads = mnist_like
-    damage(d, payloads)
-    out = tmp_path / "out"
-    before = snapshot(tmp_path)
-    try:
-        code, err = run_cli(["sweep", "--data-dir", str(d), "--out", str(out), *TINY], capsys)
-    finally:
-        d.chmod(0o755)
-    assert_clean_error(code, err, needles, before, tmp_path)
-    assert snapshot(d) == {k: v for k, v in before.items() if k.startswith(str(d))}  # the data dir untouched
-
-
 def test_download_that_fails_verification_is_not_used(mnist_like, tmp_path, capsys, monkeypatch):
     """A missing file whose mirror serves corrupt bytes: refused before use, nothing placed in the data dir."""
     d, payloads = mnist_like
@@ -461,10 +487,6 @@ API = [
     pytest.param(lambda: _loss(num_sampled=2.5), ["num_sampled", "integer"], id="K-not-int-loss"),
     pytest.param(lambda: _loss(num_sampled=C, unique=True), ["num_sampled < num_classes", "lower num_sampled"],
                  id="K>=C-unique"),
-    pytest.param(lambda: _loss(num_sampled=C), ["num_sampled"], id="K>=C-with-replacement",
-                 marks=pytest.mark.xfail(reason="sampled_softmax_loss accepts K >= C when drawing with replacement "
-                                                "(a valid estimator); issue 7 lists K >= C as bad input",
-                                         strict=False)),
     pytest.param(lambda: _loss(labels=torch.tensor([0, 1, 2, C])), ["labels must lie in [0, 10)", "fix the labels"],
                  id="labels-too-big"),
     pytest.param(lambda: _loss(labels=torch.tensor([0, -1, 2, 3])), ["labels must lie in", "[-1"],
@@ -480,10 +502,6 @@ API = [
     pytest.param(lambda: _probs_sampler([0.5, -0.1, 0.6] + [0.0] * 7), ["negative"], id="probs-negative"),
     pytest.param(lambda: _probs_sampler([float("nan")] + [0.1] * 9), ["NaN"], id="probs-nan"),
     pytest.param(lambda: _probs_sampler([0.2] * 10), ["sum to 2", "normalise"], id="probs-not-summing-to-1"),
-    pytest.param(lambda: _probs_sampler([0.5, 0.5] + [0.0] * 8), ["probs"], id="probs-zeros",
-                 marks=pytest.mark.xfail(reason="samplers.ProbsSampler accepts zero probabilities by design "
-                                                "(classes never drawn); issue 7 lists zeros as bad input",
-                                         strict=False)),
     pytest.param(lambda: _loss(sampler=_probs_sampler([0.5, 0.5] + [0.0] * 8), num_sampled=3, unique=True),
                  ["q > 0", "lower num_sampled"], id="probs-zeros-unique"),
     pytest.param(lambda: _softmax(y=torch.tensor([0, 1, 2, 11])), ["labels must lie in [0, 10)", "fix the labels"],
@@ -505,6 +523,27 @@ def test_bad_tensors_and_options(call, needles):
     assert msg and "\n" not in msg, msg
     for s in needles:
         assert s in msg, (s, msg)
+
+
+# Issue 7 listed these as bad inputs; they are valid, so they are tested as accepted (issue 16 decided).
+
+
+def test_k_at_least_c_is_accepted_when_drawing_with_replacement(capsys):
+    """K >= C draws with replacement are a valid estimator (repeats allowed); only unique draws refuse K >= C
+    (row K>=C-unique above)."""
+    code, err = run_cli(["sampled", "bias", "--classes", "10", "--samples", "10"], capsys)
+    assert code == 0, err
+    loss = _loss(num_sampled=C)
+    assert torch.isfinite(loss)
+
+
+def test_zero_probabilities_are_accepted_and_never_drawn():
+    """A proposal with zeros is valid (those classes are never drawn); unique draws beyond its support are refused
+    (row probs-zeros-unique above)."""
+    s = _probs_sampler([0.5, 0.5] + [0.0] * 8)
+    assert s.support == 2
+    ids = s.sample(1000, generator=torch.Generator().manual_seed(0)).ids
+    assert set(ids.tolist()) == {0, 1}
 
 
 # ---- numerical faults ------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Driver: Selenium with Debian's chromedriver (apt: chromium chromium-driver, versions matched by the distribution;
 pip: selenium). Nothing is downloaded: the browser and the driver are given by path. Skips, saying why, where
-either is missing. Saves a full-page screenshot to the test's tmp dir and to $SOFTMAXLAB_SCREENSHOT if set.
+either is missing; under CI=true that skip is a failure (tests/conftest.py), and .ci/run installs each piece.
+Saves a full-page screenshot to the test's tmp dir and to $SOFTMAXLAB_SCREENSHOT if set.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from test_report import TABLE_IDS, make_study  # noqa: E402
 
 from softmaxlab import report  # noqa: E402
 
-CHROMIUM = os.environ.get("SOFTMAXLAB_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("SOFTMAXLAB_CHROMEDRIVER", "/usr/bin/chromedriver")
+CHROMIUM = os.environ.get("SOFTMAXLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("SOFTMAXLAB_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1280,900", "--force-device-scale-factor=1"]

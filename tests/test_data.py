@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 
 from softmaxlab.errors import SoftmaxlabError
 from softmaxlab.mnist import data, records
+from softmaxlab.mnist.check import check
 from softmaxlab.mnist.data import (
     TEST_IMAGES,
     TEST_LABELS,
     TRAIN_IMAGES,
     TRAIN_LABELS,
     Mnist,
-    check,
     load_mnist,
     mnist_split,
     parse_idx,

@@ -155,6 +155,8 @@ class SweepConfig:
     workers: Optional[int] = opt(None, "Local executor: " + WORKERS_HELP)
 
     def plan(self, base: TrainConfig) -> list[TrainConfig]:
+        if self.model not in ("mlp", "linear"):
+            raise SoftmaxlabError(f"--model {self.model!r} is unknown: use mlp or linear")
         seeds = parse_range(self.seeds, "seeds", 0)
         if self.model == "linear":
             return [dataclasses.replace(base, model="linear", seed=s) for s in seeds]
@@ -190,6 +192,11 @@ class ReproduceConfig:
     workers: Optional[int] = opt(None, WORKERS_HELP)
 
     def resolved(self) -> ReproduceConfig:
+        for name, lo in (("seeds", 1), ("epochs", 1), ("bias_classes", 2)):  # checked before --quick replaces them
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise SoftmaxlabError(f"--{name.replace('_', '-')} {v!r} is invalid: pass "
+                                      f"{'a positive integer' if lo == 1 else f'an integer >= {lo}'}")
         if self.quick:
             return dataclasses.replace(self, seeds=1, epochs=1, bias_classes=min(self.bias_classes, 10_000))
         return self

@@ -8,10 +8,11 @@ the file and the fix.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import io
 import os
+import socket
+import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -87,10 +88,17 @@ def _cache_dirs(data_dir: Path) -> list[Path]:
 
 
 def _find(data_dir: Path, name: str) -> Path | None:
-    """`name` or `name.gz` in data_dir; the raw file wins (no decompression)."""
+    """`name` or `name.gz` in data_dir; the raw file wins (no decompression). A data dir that is a file, or a
+    folder under a file's name, is an error: downloading over it could not help."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise SoftmaxlabError(f"the data dir {data_dir} is a file, not a folder; {_WHERE}")
     for p in (data_dir / name, data_dir / f"{name}.gz"):
         if p.is_file():
             return p
+    for p in (data_dir / name, data_dir / f"{name}.gz"):
+        if p.exists():
+            raise SoftmaxlabError(f"{p} is a folder, not the IDX file; remove it and put the file {name} "
+                                  f"(raw or .gz) there")
     return None
 
 
@@ -161,6 +169,20 @@ def _ensure_writable_dir(data_dir: Path) -> None:
         )
 
 
+TIMEOUT = 5.0  # seconds per socket operation with a mirror: short, so an offline machine hears so quickly
+
+
+class MirrorsUnreachable(SoftmaxlabError):
+    """No mirror answered at all (no network, DNS, refused, timed out): load_mnist says so once."""
+
+
+def _unreachable(e: BaseException) -> bool:
+    """A failure to reach the server (not an answer from it, such as a 404 or bad bytes)."""
+    if isinstance(e, urllib.error.HTTPError):
+        return False
+    return isinstance(e, (urllib.error.URLError, TimeoutError, ConnectionError, socket.gaierror))
+
+
 def _fetch(url: str, timeout: float, limit: int) -> bytes:
     """GET url; more than `limit` bytes is an error (a wrong URL can serve anything)."""
     req = urllib.request.Request(url, headers={"User-Agent": "softmaxlab"})
@@ -180,26 +202,30 @@ def download_file(
     sha256: str,
     nbytes: int,
     mirrors: Sequence[str] | None = None,
-    timeout: float = 10.0,
+    timeout: float = TIMEOUT,
 ) -> np.ndarray:
     """Fetch `<mirror><name>.gz` from each mirror in turn, verify the decoded payload, then place it as
-    data_dir/<name>.gz with an atomic rename. Returns the decoded array."""
+    data_dir/<name>.gz with an atomic rename. Returns the decoded array. MirrorsUnreachable if none answered."""
     _ensure_writable_dir(data_dir)
-    failures = []
-    for mirror in _mirrors(mirrors):
-        url = f"{mirror}{name}.gz"
+    failures, reached = [], False
+    urls = [f"{mirror}{name}.gz" for mirror in _mirrors(mirrors)]
+    for url in urls:
         try:
             raw = _fetch(url, timeout, limit=_cap(nbytes))
             arr = _verify(_decode(raw, url, limit=_cap(nbytes)), name, sha256, nbytes, url)
         except SoftmaxlabError as e:
             failures.append(" ".join(str(e).split(";")[0].split()))
+            reached = True
             continue
         except (OSError, http.client.HTTPException, ValueError) as e:
             failures.append(f"{url}: {' '.join(str(e).split()) or type(e).__name__}")
+            reached = reached or not _unreachable(e)
             continue
         atomic_write(data_dir / f"{name}.gz", raw, fix=f"{_WHERE}, or a writable one")
         return arr
     names = ", ".join(MNIST_FILES)
+    if urls and not reached:
+        raise MirrorsUnreachable(f"no MNIST mirror answered ({len(urls)} tried, {timeout:g} s time-out)")
     raise SoftmaxlabError(
         f"could not download {name} ({' | '.join(failures) or 'no mirrors given'}); put the four files "
         f"{names} (raw or .gz) in {data_dir}, or {_WHERE}"
@@ -278,7 +304,7 @@ def _load_one(
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, *, download: bool = True,
-               mirrors: Sequence[str] | None = None, timeout: float = 10.0,
+               mirrors: Sequence[str] | None = None, timeout: float = TIMEOUT,
                files: Mapping[str, tuple[str, int]] | None = None, cache: bool = True) -> Mnist:
     """Load (downloading what is missing, if allowed) and verify the four files; see the module docstring.
 
@@ -290,48 +316,25 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, download: bool = Tr
     if set(files) != set(MNIST_FILES):
         raise SoftmaxlabError(f"files must name exactly {sorted(MNIST_FILES)}; got {sorted(files)}")
     d = resolve_data_dir(data_dir)
-    t = {
-        name: torch.from_numpy(_load_one(d, name, sha, n, download, mirrors, timeout, cache))
-        for name, (sha, n) in files.items()
-    }
+    try:
+        t = {
+            name: torch.from_numpy(_load_one(d, name, sha, n, download, mirrors, timeout, cache))
+            for name, (sha, n) in files.items()
+        }
+    except MirrorsUnreachable as e:  # offline: one message, not one per mirror and file
+        missing = [name for name in files if _find(d, name) is None]
+        what = ("MNIST is" if len(missing) == len(files)
+                else f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'}")
+        raise SoftmaxlabError(
+            f"{what} not in {d} and {e}: put the four files {', '.join(files)} (raw or .gz) in {d}, or set "
+            f"{ENV_DATA} (or --data-dir) to the folder that holds them; then verify them with: softmaxlab data check"
+        ) from None
     for images, labels in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
         if len(t[images]) != len(t[labels]):
             raise SoftmaxlabError(
                 f"{d}: {images} has {len(t[images])} items, {labels} {len(t[labels])}; fix the files table"
             )
     return Mnist(t[TRAIN_IMAGES], t[TRAIN_LABELS], t[TEST_IMAGES], t[TEST_LABELS])
-
-
-def check(data_dir: str | os.PathLike | None = None, download: bool = False, *,
-          mirrors: Sequence[str] | None = None, timeout: float = 10.0,
-          files: Mapping[str, tuple[str, int]] | None = None) -> list[dict]:
-    """Verify each file from scratch (no cache): one dict per file with name, path (None if missing),
-    sha256 and bytes of the decoded payload (None if unreadable), ok, and error (the message, or None)."""
-    files = MNIST_FILES if files is None else files
-    d = resolve_data_dir(data_dir)
-    rows = []
-    for name, (sha, nbytes) in files.items():
-        row = {"name": name, "path": None, "sha256": None, "bytes": None, "ok": False, "error": None}
-        src = _find(d, name)
-        try:
-            if src is None and download:
-                download_file(name, d, sha, nbytes, mirrors, timeout)
-                src = _find(d, name)
-            if src is None:
-                raise SoftmaxlabError(f"{name} not found in {d} (looked for {name} and {name}.gz); {_WHERE}")
-            row["path"] = str(src)
-            payload = _decode(_read_file(src), str(src), limit=_cap(nbytes))
-            row["sha256"], row["bytes"] = hashlib.sha256(payload).hexdigest(), len(payload)
-            _verify(payload, name, sha, nbytes, str(src))
-            row["ok"] = True
-        except SoftmaxlabError as e:
-            row["error"] = str(e)
-        rows.append(row)
-    return rows
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Split and conversion
 
 
 def split_indices(

@@ -110,6 +110,8 @@ def _jsonable(o):
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:
+    if not str(path).strip():  # Path('') is '.': an unset variable in `--out "$DIR"` would write here
+        raise SoftmaxlabError("--out is empty: pass a folder for the records, or drop --out")
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from .configs import ReproduceConfig, TrainConfig, parse_range, protocol
 from .data import Data, load_data, to_float
 from .engine import precision_note
 from .models import width_table
+from .progress import study_progress
 from .runner import execute
 from .summary import BiasStudy, Check, Problem1, Run, Summary, WidthRow, misclassified, summarize
 from .train import init_model, train
@@ -45,8 +46,10 @@ def check_study(out: Path, kind: str, protocol: dict) -> None:
                               f"or delete that folder")
 
 
-def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, tracker=None) -> tuple[Summary, Data]:
+def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, tracker=None, progress: bool = False
+              ) -> tuple[Summary, Data]:
     """Answer every question of the assignment under `cfg.out`: the runs, Problem 1's studies, the summary.
+    progress: draw the overall progress line (progress.py) on stderr while the runs train.
 
     Returns the summary and the data (the report draws misclassified test digits from it).
     """
@@ -61,7 +64,8 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, tracker=None) -> t
     note = precision_note(cfg.base())
     if note:
         log(note)
-    done = execute(unique, out, data, log=log, tracker=tracker, workers=cfg.workers)
+    with study_progress(out, [records.run_id(c.identity()) for c in unique], show=progress):
+        done = execute(unique, out, data, progress=False, log=log, tracker=tracker, workers=cfg.workers)
     results = {records.run_id(c.identity()): r for c, r in zip(unique, done)}
     records.atomic_write(out / "results.csv", records.results_csv(list(results.values())))
 
