@@ -26,8 +26,9 @@ threads, cold caches) and the table reports the median per-step time over all ro
 Cells slower than 1 s per step are timed once (after compilation for full_compile). Ratios come from one
 run. Threads: by default each library keeps its own default (torch: one per core; TF: its own pools), as a
 user gets them; --threads N sets torch.set_num_threads and TF's intra/inter-op pools to N for every method.
-Workers run with OMP_WAIT_POLICY=PASSIVE (unless set): with 2 threads on a busy machine, spinning idle
-OpenMP threads made torch's steps up to 8x slower.
+--passive runs the workers with OMP_WAIT_POLICY=PASSIVE: on a busy machine, spinning idle OpenMP threads
+made torch's steps up to 8x slower; on a quiet one PASSIVE costs torch a thread wake-up per op (2x at
+B = K = 256), so the default leaves the policy as the user has it.
 Memory: a second worker per group with glibc's mmap threshold at 64 KiB (freed blocks go back to the OS, so
 the resident set follows live memory) resets the high-water mark (/proc/self/clear_refs) before each
 measured step; "step MB" is peak RSS minus RSS before the step: everything the step allocates, gradients
@@ -94,6 +95,8 @@ class BenchConfig:
     """Run the grid."""
     threads: int | None = None
     """torch and TensorFlow threads in every worker; None: each library's default."""
+    passive: bool = False
+    """OMP_WAIT_POLICY=PASSIVE in the workers (for a busy machine)."""
     rounds: int = 3
     """Interleaved rounds per group."""
     steps: int = 3
@@ -131,6 +134,7 @@ class Problem:
     x: torch.Tensor
     y: torch.Tensor
     tf_vars: dict = field(default_factory=dict)
+    heads: dict = field(default_factory=dict)
 
 
 def make_problem(C: int, d: int, B: int, seed: int) -> Problem:
@@ -183,9 +187,10 @@ def build(method: str, p: Problem, K: int, seed: int):
             m(p.x, p.y).loss.backward()
         return step
     if method.startswith("sl_default") or method == "sl_sparse":
-        head = SampledSoftmaxLoss(p.C, p.d, K, sparse=method == "sl_sparse")
-        with torch.no_grad():
-            head.weight.copy_(p.W)
+        if method not in p.heads:  # one head per method for every K: one reused (C, d) gradient buffer
+            head = p.heads[method] = SampledSoftmaxLoss(p.C, p.d, K, sparse=method == "sl_sparse")
+            head.weight.data, head.bias.data = p.W.data, p.b.data  # share the class table: no second copy
+        head = p.heads[method]
         opt = None
         if method == "sl_default_sgd":
             opt = torch.optim.SGD(head.parameters(), lr=0.1)
@@ -193,6 +198,7 @@ def build(method: str, p: Problem, K: int, seed: int):
             opt = torch.optim.Adam(head.parameters(), lr=1e-3)
 
         def step():
+            head.num_sampled = K
             head.zero_grad()  # set_to_none=True, PyTorch's default
             p.x.grad = None
             head(p.x, p.y, generator=g).backward()
@@ -389,9 +395,10 @@ def run_worker(kind: str, group, Ks, methods, cfg: BenchConfig, cells=None) -> l
     # PASSIVE: idle OpenMP threads sleep at once instead of spinning; with > 1 thread on a shared machine the
     # spinning workers starve torch's own main thread (8x slower steps here); TF's Eigen pool is not OpenMP
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if cfg.passive:  # idle OpenMP threads sleep at once: steadier on a busy machine, slower on a quiet one
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if cfg.threads is not None:
         env["OMP_NUM_THREADS"] = str(cfg.threads)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if kind == "memory":
         env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     with tempfile.TemporaryDirectory() as tmp:
@@ -581,6 +588,7 @@ def main(argv=None):
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="default: each library's own")
+    ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE (a busy machine)")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--budget-gb", type=float, default=6.0)
@@ -591,7 +599,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.worker:
         return _worker_main(a.worker)
-    kw = dict(threads=a.threads, budget_gb=a.budget_gb, headline_budget_gb=a.headline_budget_gb,
+    kw = dict(threads=a.threads, passive=a.passive, budget_gb=a.budget_gb, headline_budget_gb=a.headline_budget_gb,
               tf=not a.no_tf and tf_available(), compile=not a.no_compile, memory=not a.no_memory,
               grid=not a.no_grid)
     if a.quick:

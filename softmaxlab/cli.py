@@ -25,8 +25,8 @@ from .config import load_config
 from .errors import SoftmaxlabError
 from .gradcheck import run_checks
 from .mnist import records, study
-from .mnist.configs import ReproduceConfig, SweepConfig, TrainConfig, check_workers, parse_range, protocol
 from .mnist.check import check, check_report
+from .mnist.configs import ReproduceConfig, SweepConfig, TrainConfig, check_workers, parse_range, protocol
 from .mnist.data import resolve_data_dir
 from .mnist.engine import precision_note
 from .mnist.models import width_table

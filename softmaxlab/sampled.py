@@ -155,23 +155,11 @@ def sampled_softmax_loss(
     )
 
 
-def nce_loss(
-    inputs: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    labels: torch.Tensor,
-    num_sampled: int | None,
-    sampler: Sampler | str | None = None,
-    remove_accidental_hits: bool | str = False,
-    sampled_values=None,
-    reduction: str = "mean",
-    generator: torch.Generator | None = None,
-    num_true: int = 1,
-    unique: bool = False,
-    sparse: bool = False,
-    tf_compat: bool = False,
-    check_finite: bool = False,
-) -> torch.Tensor:
+def nce_loss(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
+             num_sampled: int | None, sampler: Sampler | str | None = None,
+             remove_accidental_hits: bool | str = False, sampled_values=None, reduction: str = "mean",
+             generator: torch.Generator | None = None, num_true: int = 1, unique: bool = False,
+             sparse: bool = False, tf_compat: bool = False, check_finite: bool = False) -> torch.Tensor:
     """Noise-contrastive estimation with tf.nn.nce_loss's semantics: candidates o = z - log Q (true labels and
     one shared draw of K ids), loss_b = sum_t sigmoid_xent(o_t, 1/T) + sum_k sigmoid_xent(o_k, 0), masked hits
     contributing 0. remove_accidental_hits defaults to False, as in TF. Arguments as sampled_softmax_loss;

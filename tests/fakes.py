@@ -1,6 +1,8 @@
-"""Synthetic stand-ins for MNIST shared by the tests: learnable in a few steps, no download needed."""
+"""Synthetic stand-ins for MNIST shared by the tests (learnable in a few steps, no download needed), and a
+probe of the largest tensor an operation creates."""
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from softmaxlab.mnist.data import Data, Split
 
@@ -17,3 +19,19 @@ def fake_data(n: int = 256, n_eval: int = 128, seed: int = 0) -> Data:
         return Split(x.clamp(0, 255).to(torch.uint8), y)
 
     return Data(split(n), split(n_eval), split(n_eval))
+
+
+class LargestTensor(TorchDispatchMode):
+    """Inside `with LargestTensor() as probe:`, probe.largest is the most elements any op output held."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                n = t._values().numel() if t.is_sparse else t.numel()  # a sparse tensor stores only its values
+                self.largest = max(self.largest, n)
+        return out

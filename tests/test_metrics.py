@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from fakes import LargestTensor
 
 from softmaxlab.errors import SoftmaxlabError
 from softmaxlab.metrics import exact_metrics
@@ -47,23 +47,10 @@ def test_ties_only_where_logits_are_exactly_equal():
     assert got["top10"] == 1.0 and got["loss"] == pytest.approx(math.log(10))
 
 
-class _Largest(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 def test_memory_is_batch_by_chunk_not_batch_by_classes():
     B, C, d, chunk = 16, 20000, 4, 500
     x, W, y = torch.randn(B, d), torch.randn(C, d), torch.randint(0, C, (B,))
-    with _Largest() as probe:
+    with LargestTensor() as probe:
         exact_metrics(x, W, None, y, chunk_size=chunk)
     assert probe.largest <= max(B * chunk, C * d)  # the weight itself is the largest tensor
     assert probe.largest < B * C

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from fakes import LargestTensor
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from softmaxlab.errors import SoftmaxlabError
 from softmaxlab.sampled import (
@@ -296,30 +296,16 @@ def test_sparse_gradients_with_sgd_and_sparseadam():
     assert torch.equal(Wp[~touched], W[~touched]) and not torch.equal(Wp[touched], W[touched])
 
 
-class _LargestTensor(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                n = t._values().numel() if t.is_sparse else t.numel()  # a sparse tensor stores only its values
-                self.largest = max(self.largest, n)
-        return out
-
-
 @pytest.mark.parametrize("shared", [True, False])
 def test_never_builds_a_batch_by_classes_tensor(shared):
     B, C, d = 16, 40_000, 2
     x, W = torch.randn(B, d), torch.randn(C, d, requires_grad=True)
     b = torch.zeros(C, requires_grad=True)
     y = torch.randint(0, C, (B,))
-    with _LargestTensor() as spy:
+    with LargestTensor() as spy:
         sampled_softmax_loss(x, W, b, y, 64, shared=shared, sparse=True).backward()
     assert spy.largest < C  # sparse: nothing class-sized at all (B * C = 640k)
-    with _LargestTensor() as spy:
+    with LargestTensor() as spy:
         sampled_softmax_loss(x, W, b, y, 64, shared=shared).backward()
     assert spy.largest == C * d  # dense: only the (C, d) gradient itself
 
