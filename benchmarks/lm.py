@@ -170,13 +170,19 @@ def plot(recs, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colors = {None: "black", 64: "tab:blue", 512: "tab:orange", 2048: "tab:green", 8: "tab:blue", 32: "tab:orange"}
+    styles = {"full": "-", "logq": "-", "importance": "--", "nce": ":"}
     for r in recs:
         if r["curve"]:
             _, t, p = zip(*r["curve"])
-            ax.plot(t, p, marker="o", ms=3, lw=2.5 if r["loss"] == "full" else 1, label=r["method"])
+            ax.plot(t, p, marker="o" if r["sampler"] != "unigram" else "s", ms=3, ls=styles[r["loss"]],
+                    color=colors.get(r["K"], "gray"), lw=2.5 if r["loss"] == "full" else 1.2, label=r["method"])
+    full = recs[0]["curve"]
+    top = 3 * full[0][2] if full else None  # NCE's first points are off the scale: the axis follows full softmax
     ax.set(xscale="log", yscale="log", xlabel="training wall time, s (evaluations excluded)",
-           ylabel="valid perplexity (exact)", title="Bengio LM on the King James Bible")
+           ylabel="valid perplexity (exact)", title="Bengio LM on the King James Bible: color K, line estimator",
+           ylim=(None, top))
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -195,6 +201,8 @@ def main(argv=None) -> int:
     if a.table:
         res = json.loads(Path(a.table).read_text())
         print(f"{res['command'].strip()}: {res['wall_s'] / 60:.1f} min on {res['machine']}\n" + report(res["records"]))
+        if a.plot != "none":
+            plot(res["records"], a.plot)
         return 0
     cfg = LMConfig()
     if a.quick:
