@@ -203,7 +203,7 @@ def kill_campaign(work: Path, kills: int = 20, seed: int = 0, lo: float = 0.3, h
 
     Attempts cycle through `modes`: "time" kills after a random delay in [lo, hi] s; "watch" kills on sight of
     the n-th new temp file (n random in 1..4); "in-write" makes the sweep SIGKILL itself inside its n-th fsync
-    (n random in 1..8), between writing a temp file and renaming it. When a sweep finishes before the kills are
+    (n random in 1..3), between writing a temp file and renaming it. When a sweep finishes before the kills are
     spent, a new round starts in a fresh --out. Every round is checked against an uninterrupted sweep.
     """
     env = env or child_env()
@@ -220,7 +220,7 @@ def kill_campaign(work: Path, kills: int = 20, seed: int = 0, lo: float = 0.3, h
     shutil.rmtree(out, ignore_errors=True)
     while done < kills:
         mode = modes[restarts % len(modes)]
-        n = rng.randint(1, 8) if mode == "in-write" else rng.randint(1, 4)
+        n = rng.randint(1, 3) if mode == "in-write" else rng.randint(1, 4)  # a resumed sweep has few writes left
         delay = rng.uniform(lo, hi)
         before, since = temps(out), time.time()
         _, epochs_before, partway = progress(out)
@@ -448,7 +448,7 @@ def write_doc(path: Path, kill: dict, conc: dict, bad: dict, num: dict, acc: dic
         f"- {modes.get('time', 0)} kills after a random delay (uniform in [{kill['delays'][0]}, {kill['delays'][1]}] "
         "s from the start of the process);",
         f"- {modes.get('watch', 0)} kills on sight of the n-th new temp file of an atomic write (n random in 1..4);",
-        f"- {modes.get('in-write', 0)} kills from inside the sweep's n-th `fsync` (n random in 1..8): after a temp "
+        f"- {modes.get('in-write', 0)} kills from inside the sweep's n-th `fsync` (n random in 1..3): after a temp "
         "file's bytes are written, before its rename; a SIGKILL the process sends itself, so it always lands "
         "inside a write.",
         "",

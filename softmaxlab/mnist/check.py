@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import SoftmaxlabError
+from . import data
 from .data import (
     _WHERE,
     ENV_DATA,
-    MNIST_FILES,
     TIMEOUT,
     MirrorsUnreachable,
     _cap,
@@ -31,7 +31,7 @@ def check(data_dir: str | os.PathLike | None = None, download: bool = False, *,
     """Verify each file from scratch (no cache): one dict per file with name, path (None if missing),
     sha256 and bytes of the decoded payload (None if unreadable), ok, error (the message, or None) and
     reason (a few words for the table: missing, truncated, wrong checksum, not IDX, ...)."""
-    files = MNIST_FILES if files is None else files
+    files = data.MNIST_FILES if files is None else files  # looked up now: tests point it at small files
     d = resolve_data_dir(data_dir)
     rows, offline = [], None
     for name, (sha, nbytes) in files.items():
