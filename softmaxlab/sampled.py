@@ -295,6 +295,10 @@ class SampledSoftmaxLoss(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_classes, dim))
         self.bias = nn.Parameter(torch.zeros(num_classes)) if bias else None
         nn.init.normal_(self.weight, std=dim**-0.5)
+        self._install_hooks()
+
+    def _install_hooks(self) -> None:
+        """The dense-gradient machinery (_GradBuffers); pickling drops tensor hooks, so __setstate__ reinstalls."""
         self._grads = _GradBuffers()
         for name, p in self._named_rows():
             p.register_hook(lambda g, name=name, p=p: self._grads.seen(name, p, g))
@@ -334,10 +338,14 @@ class SampledSoftmaxLoss(nn.Module):
         z = self.full_logits(x).float() if x.dtype in (torch.float16, torch.bfloat16) else self.full_logits(x)
         return (torch.logsumexp(z, 1) - z.gather(1, y).mean(1)).mean()
 
-    def __getstate__(self):  # pickling (torch.save(module)) leaves the reusable gradient buffers behind
+    def __getstate__(self):  # pickling (torch.save(module), deepcopy) leaves the reusable gradient buffers behind
         state = self.__dict__.copy()
-        state["_grads"] = _GradBuffers()
+        state["_grads"] = None
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._install_hooks()
 
     def extra_repr(self) -> str:
         return (

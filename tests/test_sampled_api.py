@@ -115,9 +115,28 @@ def test_eval_mode_and_pickling_leave_no_buffer():
     full = head(x, y)
     z = head.full_logits(x)
     torch.testing.assert_close(full, torch.nn.functional.cross_entropy(z, y))
-    assert copy.deepcopy(head)._grads is not None
-    state = head.__getstate__()
-    assert state["_grads"].state == {}
+    assert head.__getstate__()["_grads"] is None  # the (C, d) buffer is not pickled
+
+
+@pytest.mark.parametrize("how", ["torch.save", "deepcopy"])
+def test_a_saved_or_copied_module_keeps_dense_gradients_of_its_own(how, tmp_path):
+    head = SampledSoftmaxLoss(C, D, K).double()
+    x, y = batches(1)[0]
+    head(x, y).backward()
+    if how == "torch.save":
+        torch.save(head, tmp_path / "head.pt")
+        other = torch.load(tmp_path / "head.pt", weights_only=False)
+    else:
+        other = copy.deepcopy(head)
+    opt = torch.optim.Adam(other.parameters(), lr=0.01)
+    for _ in range(2):
+        head.zero_grad()
+        opt.zero_grad()
+        head(x, y).backward()
+        other(x, y).backward()
+        opt.step()  # Adam: dense gradients, or it raises
+    assert other.weight.grad.layout == torch.strided and other.weight.grad is not head.weight.grad
+    assert other._grads.state["weight"][0] is other.weight.grad
 
 
 def test_uncorrected_is_logq_without_the_log_q_shift():
