@@ -52,7 +52,7 @@ from softmaxlab.candidates import (
 )
 from softmaxlab.errors import SoftmaxlabError
 from softmaxlab.metrics import exact_metrics
-from softmaxlab.sampled_kernels import CandidateLogits, SampledSoftmaxXent
+from softmaxlab.sampled_kernels import CandidateLogits, SampledSoftmaxXent, mask_
 from softmaxlab.sampled_reference import nce_grads, reference_weights, sampled_softmax_grads
 from softmaxlab.samplers import LogUniformSampler, Sampler, make_sampler
 
@@ -173,10 +173,7 @@ def nce_loss(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     o_t = u - torch.log(sv.true_expected_count.to(y.device, torch.float64)).to(cd)  # (B, T)
     o_s = v - torch.log(sv.sampled_expected_count.to(torch.float64)).to(cd)  # (B, K)
     mask = hit_mask(sv.sampled_candidates, y, _hit_rule(remove_accidental_hits, tf_compat))
-    if isinstance(mask, tuple):
-        o_s = o_s.index_put(mask, torch.tensor(torch.finfo(cd).min, dtype=cd))
-    elif mask is not None:
-        o_s = o_s.masked_fill(mask, torch.finfo(cd).min)  # softplus(-FLT_MAX) = 0, and so is its gradient
+    mask_(o_s, mask)  # in place on a fresh tensor; softplus(-FLT_MAX) = 0, and so is its gradient
     # sigmoid_xent(o, l) = softplus(o) - o l, as TF computes it
     loss = (F.softplus(o_t) - o_t / T).sum(1) + F.softplus(o_s).sum(1)  # (B,)
     if reduction == "mean":

@@ -82,7 +82,7 @@ def scatter_rows(rows: torch.Tensor, vals: torch.Tensor, size, sparse: bool) -> 
     return torch.zeros(size, dtype=vals.dtype, device=vals.device).index_add_(0, rows, vals)
 
 
-def _mask_(v, mask) -> None:
+def mask_(v, mask) -> None:
     """Set the masked entries of v (B, K) to finfo.min, TF's -FLT_MAX: exp() of it is exactly 0."""
     if isinstance(mask, tuple):  # sparse hit positions: no (B, K) comparison pass
         v.index_put_(mask, torch.tensor(torch.finfo(v.dtype).min, dtype=v.dtype))
@@ -107,7 +107,7 @@ class SampledSoftmaxXent(torch.autograd.Function):
             u = u + b[true_ids].to(u.dtype)
             beta = beta + b[sampled_ids].to(u.dtype)  # (K,): one pass over (B, K) less
         v.add_(beta)
-        _mask_(v, mask)
+        mask_(v, mask)
         ua = u + alpha  # (B, T)
         m = torch.maximum(v.amax(1), ua.amax(1))[:, None]  # (B, 1) row max for the log-sum-exp
         pv = v.sub_(m).exp_()  # (B, K) e^{v + beta - m} in [0, 1], in place; softmax = pv / s
