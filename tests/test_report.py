@@ -20,6 +20,7 @@ from softmaxlab import report
 from softmaxlab.mnist import records as runs
 from softmaxlab.mnist.configs import TrainConfig
 from softmaxlab.mnist.models import mlp_param_count, width_table
+from softmaxlab.mnist.study import comparisons
 from softmaxlab.mnist.summary import BiasStudy, Check, Problem1, Run, Summary, WidthRow, misclassified, summarize
 from softmaxlab.report.figures import FIGURES
 from softmaxlab.report.html import render_html
@@ -101,7 +102,8 @@ def make_study(n_test: int = 10_000) -> tuple[Summary, torch.Tensor]:
         problem1=Problem1(checks, bias, results[0]["run_id"], 12.5), q1=q1, q2=q2,
         q3=tuple(WidthRow(**r) for r in width_table(layers)), q4=tuple(q4), q4_fixed=tuple(fixed),
         runs=tuple(Run.of(r) for r in results),
-        misclassified=misclassified([q1, *q4, *fixed], results, labels), wall_time_s=123.4)
+        misclassified=misclassified([q1, *q4, *fixed], results, labels), wall_time_s=123.4,
+        **comparisons(q1, q2, q4, results, 814_090))
     return summary, images
 
 
