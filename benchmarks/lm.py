@@ -39,8 +39,8 @@ from common import machine, table  # noqa: E402
 from softmaxlab.corpus import build, kjv_text, windows  # noqa: E402
 from softmaxlab.errors import SoftmaxlabError  # noqa: E402
 from softmaxlab.metrics import exact_metrics  # noqa: E402
-from softmaxlab.sampled import NCELoss, SampledSoftmaxLoss  # noqa: E402
-from softmaxlab.samplers import LogUniformSampler, UnigramSampler  # noqa: E402
+from softmaxlab.sampled import NCELoss, SampledSoftmaxLoss, sampled_softmax_loss  # noqa: E402
+from softmaxlab.samplers import KernelSampler, LogUniformSampler, UnigramSampler  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,10 @@ class LMConfig:
     """Windows of the valid split those points use."""
     seed: int = 0
     """Initial weights, batch order, sampled negatives."""
+    kernel_rank: int = 32
+    """The kernel sampler's projection rank r (its cost per tree level is r^2 per draw)."""
+    kernel_every: int = 100
+    """Steps between the kernel sampler's rebuilds from the output layer (the rebuild counts in ms/step)."""
 
 
 def method_list(cfg: LMConfig) -> list[tuple[str, str | None, str | None, int | None]]:
@@ -77,6 +81,7 @@ def method_list(cfg: LMConfig) -> list[tuple[str, str | None, str | None, int | 
             for est in ("logq", "importance"):
                 out.append((f"{est} {sampler} K={K}", est, sampler, K))
     out += [(f"nce loguniform K={K}", "nce", "loguniform", K) for K in cfg.Ks[-2:]]
+    out += [(f"{est} kernel K={cfg.Ks[0]}", est, "kernel", cfg.Ks[0]) for est in ("logq", "importance")]
     return out
 
 
@@ -95,6 +100,8 @@ class Body(nn.Module):
 def make_head(loss, sampler, K, V, cfg, counts, weight, bias):
     if loss == "full":
         head = nn.Linear(cfg.hidden, V)
+    elif sampler == "kernel":  # the sampled values come from KernelSampler each step (train)
+        head = SampledSoftmaxLoss(V, cfg.hidden, K, estimator=loss)
     else:
         q = LogUniformSampler(V) if sampler == "loguniform" else UnigramSampler(counts + 1, power=0.75)
         cls = NCELoss if loss == "nce" else SampledSoftmaxLoss
@@ -137,6 +144,11 @@ def train(name, loss, sampler, K, cfg: LMConfig, data, steps: int) -> dict:
         h = body(tr_x[idx])
         if loss == "full":
             out = F.cross_entropy(head(h), tr_y[idx])
+        elif sampler == "kernel":
+            if (step - 1) % cfg.kernel_every == 0:  # a snapshot of the output layer, rebuilt every N steps
+                ks = KernelSampler(head.weight, head.bias, bucket=64, rank=cfg.kernel_rank, seed=cfg.seed)
+            sv = ks.sampled_values(h, tr_y[idx], K, generator=draws)
+            out = sampled_softmax_loss(h, head.weight, head.bias, tr_y[idx], K, sampled_values=sv, estimator=loss)
         else:
             out = head(h, tr_y[idx], generator=draws)
         opt.zero_grad()

@@ -24,6 +24,7 @@ from .bias import bias_study, format_table
 from .config import load_config
 from .errors import SoftmaxlabError
 from .gradcheck import run_checks
+from .kernel_bias import PROPOSALS, kernel_bias_study
 from .mnist import records, study
 from .mnist.check import check, check_report
 from .mnist.configs import ReproduceConfig, SweepConfig, TrainConfig, check_workers, parse_range, protocol
@@ -303,7 +304,9 @@ def sampled_check(seed: int = typer.Option(0, help="Seed of the random problems.
 @sampled_app.command("bias")
 def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (random logits)."),
                  samples: str = typer.Option("8,64,512", help="Sample sizes K, comma-separated."),
-                 sampler: str = typer.Option("uniform", help="uniform, loguniform or unigram."),
+                 sampler: str = typer.Option("uniform", help="uniform, loguniform, unigram, or kernel (the "
+                                             "adaptive KernelSampler beside loguniform and unigram, on low-rank "
+                                             "logits)."),
                  seed: int = typer.Option(0, help="Seed."),
                  plot: Optional[Path] = typer.Option(None, help="Write the bias-vs-K plot here (PNG or SVG)."),
                  mnist: bool = typer.Option(False, help="Use the logits of a linear model trained on MNIST "
@@ -318,10 +321,21 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
     if mnist:
         logits = study.mnist_logits(data_dir=data_dir)
         classes = logits[0].shape[1]
-    rows = bias_study(classes=classes, samples=tuple(ks), sampler=sampler, logits=logits, seed=seed)
-    title = "MNIST-trained logits" if mnist else "random logits"
-    print(f"C = {classes}, proposal {sampler}, {title}; Z = full normaliser, D = its estimate")
-    print(format_table(rows))
+    if sampler == "kernel":  # per-example draws: low-rank logits, the kernel beside the fixed proposals
+        if mnist:
+            raise SoftmaxlabError("--sampler kernel draws from the logits' factors, which --mnist does not have: "
+                                  "drop --mnist (it uses low-rank random logits)")
+        rows = kernel_bias_study(classes=classes, samples=tuple(ks), seed=seed)
+        print(f"C = {classes}, low-rank random logits (d = 32); Z = full normaliser, D = its estimate")
+        for name in PROPOSALS:
+            print(f"\nproposal {name}" + (" (alpha = 100, per example)" if name == "kernel" else "")
+                  + f", draw cost {rows[[r['sampler'] for r in rows].index(name)]['draw_ms']:.3g} ms per example")
+            print(format_table([r for r in rows if r["sampler"] == name]))
+    else:
+        rows = bias_study(classes=classes, samples=tuple(ks), sampler=sampler, logits=logits, seed=seed)
+        title = "MNIST-trained logits" if mnist else "random logits"
+        print(f"C = {classes}, proposal {sampler}, {title}; Z = full normaliser, D = its estimate")
+        print(format_table(rows))
     if plot is not None:
         try:
             plot_bias(BiasStudy(title, classes, sampler, tuple(rows)), plot)

@@ -1,5 +1,5 @@
 """Proposal distributions q for sampled softmax (core.py), Walker's alias table (alias.py), and TensorFlow's
-candidate samplers under TF's names (tf.py)."""
+candidate samplers under TF's names (tf.py), and the model-adaptive KernelSampler (kernel.py)."""
 
 from softmaxlab.samplers.core import (
     SAMPLERS,
@@ -12,6 +12,7 @@ from softmaxlab.samplers.core import (
     make_sampler,
     tf_expected_count,
 )
+from softmaxlab.samplers.kernel import KernelSampler
 from softmaxlab.samplers.tf import (
     CandidateSample,
     compute_accidental_hits,
@@ -21,7 +22,7 @@ from softmaxlab.samplers.tf import (
 )
 
 __all__ = [
-    "SAMPLERS", "CandidateSample", "Draw", "LogUniformSampler", "ProbsSampler", "Sampler", "UniformSampler",
-    "UnigramSampler", "compute_accidental_hits", "fixed_unigram_candidate_sampler", "log_uniform_candidate_sampler",
-    "make_sampler", "tf_expected_count", "uniform_candidate_sampler",
+    "SAMPLERS", "CandidateSample", "Draw", "KernelSampler", "LogUniformSampler", "ProbsSampler", "Sampler",
+    "UniformSampler", "UnigramSampler", "compute_accidental_hits", "fixed_unigram_candidate_sampler",
+    "log_uniform_candidate_sampler", "make_sampler", "tf_expected_count", "uniform_candidate_sampler",
 ]
