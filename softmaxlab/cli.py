@@ -308,6 +308,8 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
                  plot: Optional[Path] = typer.Option(None, help="Write the bias-vs-K plot here (PNG or SVG)."),
                  mnist: bool = typer.Option(False, help="Use the logits of a linear model trained on MNIST "
                                                         "(C = 10) instead of random ones."),
+                 mixed: bool = typer.Option(False, help="Add the mixed rows: in-batch negatives (a batch of the N "
+                                                        "examples) plus the K draws (mixed_importance, mixed_logq)."),
                  data_dir: Optional[Path] = DataDir):
     """The sampled-softmax bias study: loss bias, error of D and gradient cosine, per estimator and K."""
     _check_seed(seed)
@@ -318,7 +320,7 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
     if mnist:
         logits = study.mnist_logits(data_dir=data_dir)
         classes = logits[0].shape[1]
-    rows = bias_study(classes=classes, samples=tuple(ks), sampler=sampler, logits=logits, seed=seed)
+    rows = bias_study(classes=classes, samples=tuple(ks), sampler=sampler, logits=logits, seed=seed, mixed=mixed)
     title = "MNIST-trained logits" if mnist else "random logits"
     print(f"C = {classes}, proposal {sampler}, {title}; Z = full normaliser, D = its estimate")
     print(format_table(rows))

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from softmaxlab.bias import bias_study
 from softmaxlab.errors import SoftmaxlabError
 from softmaxlab.mixed import FrequencyEstimator, mixed_sampled_values
 from softmaxlab.sampled import SampledSoftmaxLoss, nce_loss, sampled_softmax_loss
@@ -183,6 +184,15 @@ def test_bad_inputs_name_the_argument(kw, match):
     args.update(kw)
     with pytest.raises(SoftmaxlabError, match=match):
         mixed_sampled_values(**args)
+
+
+def test_bias_study_mixed_rows_leave_the_other_rows_alone_and_have_an_unbiased_normalizer():
+    plain = bias_study(classes=10, samples=(8,), n_draws=200)
+    rows = bias_study(classes=10, samples=(8,), n_draws=200, mixed=True)
+    assert [r for r in rows if not r["estimator"].startswith("mixed")] == plain
+    mi, ml = (next(r for r in rows if r["estimator"] == e) for e in ("mixed_importance", "mixed_logq"))
+    assert abs(mi["d_rel_bias"]) < 4 * mi["d_rel_bias_se"]
+    assert ml["d_rel_bias"] > 1.0  # logq's D is e^{z_c} + Q_c Z_{-c}, Q_c = 63 pi_c + 8 q_c >> 1 here
 
 
 # ---- FrequencyEstimator ----------------------------------------------------------------------------------
