@@ -25,6 +25,7 @@ import torch
 from softmaxlab.candidates import SampledValues, check_range, is_int
 from softmaxlab.errors import SoftmaxlabError
 from softmaxlab.samplers import Sampler
+from softmaxlab.samplers.core import check_probs
 
 
 def _check_label_probs(label_probs, C: int | None, device) -> torch.Tensor:
@@ -39,13 +40,7 @@ def _check_label_probs(label_probs, C: int | None, device) -> torch.Tensor:
             f"label_probs has {label_probs.shape[0]} entries but the sampler covers {C} classes; pass one per class"
         )
     pi = label_probs.to(device, torch.float64)
-    if not bool(torch.isfinite(pi).all()):
-        raise SoftmaxlabError("label_probs contain NaN or inf; pass finite probabilities")
-    if bool((pi < 0).any()):
-        raise SoftmaxlabError("label_probs contain negative values; pass non-negative probabilities")
-    total = float(pi.sum())
-    if abs(total - 1.0) > 1e-6:
-        raise SoftmaxlabError(f"label_probs sum to {total:.8g}, not 1; normalise them (p / p.sum())")
+    check_probs(pi, "label_probs")
     return pi
 
 
