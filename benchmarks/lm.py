@@ -12,6 +12,9 @@ and trains for the same number of Adam steps; its sampled negatives come from a 
 same seed. Perplexity is exact (softmaxlab.metrics.exact_metrics, all classes, in chunks): on the first
 `valid_tokens` of the valid split during training (the figure), on the whole test split at the end.
 ms/step is the median wall time of a training step (forward, backward, Adam), without the evaluations.
+"in-batch+unigram" rows (issue 18): mixed negatives, the batch's other labels plus the K unigram draws
+(softmaxlab.mixed.mixed_sampled_values), with the label marginal pi estimated as the run goes by a
+FrequencyEstimator (exact counts of the batches seen so far, add-one; uniform at the first step).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from common import machine, table  # noqa: E402
 from softmaxlab.corpus import build, kjv_text, windows  # noqa: E402
 from softmaxlab.errors import SoftmaxlabError  # noqa: E402
 from softmaxlab.metrics import exact_metrics  # noqa: E402
-from softmaxlab.sampled import NCELoss, SampledSoftmaxLoss, sampled_softmax_loss  # noqa: E402
+from softmaxlab.mixed import FrequencyEstimator, mixed_sampled_values  # noqa: E402
+from softmaxlab.sampled import NCELoss, SampledSoftmaxLoss  # noqa: E402
 from softmaxlab.samplers import KernelSampler, LogUniformSampler, UnigramSampler  # noqa: E402
 
 
@@ -81,6 +85,7 @@ def method_list(cfg: LMConfig) -> list[tuple[str, str | None, str | None, int | 
             for est in ("logq", "importance"):
                 out.append((f"{est} {sampler} K={K}", est, sampler, K))
     out += [(f"nce loguniform K={K}", "nce", "loguniform", K) for K in cfg.Ks[-2:]]
+    out += [(f"{est} in-batch+unigram K={K}", est, "mixed", K) for K in cfg.Ks for est in ("logq", "importance")]
     out += [(f"{est} kernel K={cfg.Ks[0]}", est, "kernel", cfg.Ks[0]) for est in ("logq", "importance")]
     return out
 
@@ -103,6 +108,7 @@ def make_head(loss, sampler, K, V, cfg, counts, weight, bias):
     elif sampler == "kernel":  # the sampled values come from KernelSampler each step (train)
         head = SampledSoftmaxLoss(V, cfg.hidden, K, estimator=loss)
     else:
+        # "mixed": the same unigram proposal, plus the batch's labels (train)
         q = LogUniformSampler(V) if sampler == "loguniform" else UnigramSampler(counts + 1, power=0.75)
         cls = NCELoss if loss == "nce" else SampledSoftmaxLoss
         head = cls(V, cfg.hidden, K, sampler=q, **({} if loss == "nce" else {"estimator": loss}))
@@ -137,6 +143,7 @@ def train(name, loss, sampler, K, cfg: LMConfig, data, steps: int) -> dict:
     order = torch.Generator().manual_seed(cfg.seed)  # batch positions: the same for every run
     draws = torch.Generator().manual_seed(cfg.seed + 1)
     marks = {round(steps * (i + 1) / cfg.evals) for i in range(cfg.evals)}
+    freq = FrequencyEstimator(V) if sampler == "mixed" else None  # pi of the in-batch source, streaming
     step_s, curve, wall = [], [], 0.0
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(tr_y), (cfg.batch,), generator=order)
@@ -148,7 +155,11 @@ def train(name, loss, sampler, K, cfg: LMConfig, data, steps: int) -> dict:
             if (step - 1) % cfg.kernel_every == 0:  # a snapshot of the output layer, rebuilt every N steps
                 ks = KernelSampler(head.weight, head.bias, bucket=64, rank=cfg.kernel_rank, seed=cfg.seed)
             sv = ks.sampled_values(h, tr_y[idx], K, generator=draws)
-            out = sampled_softmax_loss(h, head.weight, head.bias, tr_y[idx], K, sampled_values=sv, estimator=loss)
+            out = head(h, tr_y[idx], sampled_values=sv)
+        elif freq is not None:
+            sv = mixed_sampled_values(tr_y[idx], K, head.sampler, freq.probs(), generator=draws)
+            out = head(h, tr_y[idx], sampled_values=sv)
+            freq.update(tr_y[idx])  # after the step: pi comes from the batches before it
         else:
             out = head(h, tr_y[idx], generator=draws)
         opt.zero_grad()
@@ -172,8 +183,8 @@ def report(recs: list[dict]) -> str:
                      f"{100 * gap:+.1f}%",
                      f"{100 * r['test']['top1']:.1f}", f"{100 * r['test']['top10']:.1f}", f"{r['ms_per_step']:.2f}",
                      f"{full['ms_per_step'] / r['ms_per_step']:.1f}x", f"{r['train_s']:.0f}"])
-    return table(["method", "steps", "valid ppl", "test ppl", "test gap to full", "top-1 %", "top-10 %", "train ms/step",
-                  "speed-up", "train s"], rows)
+    return table(["method", "steps", "valid ppl", "test ppl", "test gap to full", "top-1 %", "top-10 %",
+                  "train ms/step", "speed-up", "train s"], rows)
 
 
 def plot(recs, path):
@@ -188,7 +199,7 @@ def plot(recs, path):
     for r in recs:
         if r["curve"]:
             _, t, p = zip(*r["curve"])
-            ax.plot(t, p, marker="o" if r["sampler"] != "unigram" else "s", ms=3, ls=styles[r["loss"]],
+            ax.plot(t, p, marker={"unigram": "s", "mixed": "^"}.get(r["sampler"], "o"), ms=3, ls=styles[r["loss"]],
                     color=colors.get(r["K"], "gray"), lw=2.5 if r["loss"] == "full" else 1.2, label=r["method"])
     full = recs[0]["curve"]
     top = 3 * full[0][2] if full else None  # NCE's first points are off the scale: the axis follows full softmax

@@ -16,6 +16,12 @@ For each estimator and K, over n_draws independent draws per example, we report
   grad_rel_err ||E[g_hat] - g|| / ||g||, averaged over examples (includes a Monte Carlo noise floor of about
                sqrt((e^{scale^2} - 1) / (n_draws K)) for importance sampling), and
   grad_true_bias  E[g_hat_c] - (p_c - 1), the bias of the true-class coordinate (as_posed: about 1 - p_c).
+mixed=True adds two rows per K (own generator, seed + 1, so the rows above keep their numbers): the mixed
+negatives of softmaxlab/mixed.py. Example i's batch is N rows drawn i.i.d. from the N examples, so its N - 1
+batch mates' labels are i.i.d. from pi = the examples' label frequencies, plus K draws from q; every copy of c
+is masked and Q_j = (N - 1) pi_j + K q_j (docs/derivations.md, section 12):
+    mixed_importance  D_hat = e^{z_c} + sum_{k: s_k != c} e^{z_{s_k}} / Q_{s_k}
+    mixed_logq        D_hat = e^{z_c} + Q_c sum_{k: s_k != c} e^{z_{s_k}} / Q_{s_k}
 Default logits: z_ij = scale * N(0, 1) with scale 1.5 and labels drawn from softmax(z_i) (a calibrated
 model). With scale 1.5 one sample e^{z}/q has relative variance e^{2.25} - 1 = 8.5, so importance sampling
 has a visible Jensen bias at K = 8 that shrinks like 1/K, while the as-posed D stays near e^{z_c}.
@@ -29,9 +35,10 @@ import math
 import torch
 
 from softmaxlab.errors import SoftmaxlabError
-from softmaxlab.samplers import make_sampler
+from softmaxlab.samplers import ProbsSampler, make_sampler
 
 ESTIMATORS = ("as_posed", "importance", "logq")
+MIXED_ESTIMATORS = ("mixed_importance", "mixed_logq")  # in-batch + proposal, bias_study(mixed=True)
 
 
 def _default_logits(classes: int, n_examples: int, scale: float, g: torch.Generator):
@@ -71,8 +78,10 @@ def bias_study(
     n_examples: int = 64,
     scale: float = 1.5,
     max_elements: int = 1 << 22,
+    mixed: bool = False,
 ) -> list[dict]:
-    """One row per (estimator, K): loss bias, relative error of D, gradient cosine (see the module docstring)."""
+    """One row per (estimator, K): loss bias, relative error of D, gradient cosine (see the module docstring);
+    mixed: also the in-batch + proposal rows."""
     _check(classes, samples, n_draws, logits)
     g = torch.Generator().manual_seed(seed)
     if logits is None:
@@ -80,6 +89,8 @@ def bias_study(
     else:
         z, y = logits[0].detach().to("cpu", torch.float64), logits[1].detach().to("cpu").long()
     N, C = z.shape
+    if mixed and N < 2:
+        raise SoftmaxlabError("mixed=True needs >= 2 examples: a batch mate's label is an in-batch negative")
     counts = torch.bincount(y, minlength=C).double() + 1.0  # add-one: every class keeps q > 0
     smp = make_sampler(sampler, C, counts=counts, power=1.0)
     rows_idx = torch.arange(N)
@@ -89,24 +100,33 @@ def bias_study(
     g_full = torch.softmax(z, 1)
     g_full[rows_idx, y] -= 1.0
     qc = smp.probs(y)  # (N,)
+    gm = torch.Generator().manual_seed(seed + 1)  # the mixed rows' own draws
+    pi = ProbsSampler(torch.bincount(y, minlength=C).double() / N) if mixed else None  # batch mates' labels
     out = []
     for K in samples:
         n = max(2, min(n_draws, max_elements // (N * K)))
         for est in ESTIMATORS:
             out.append(_one(est, K, n, z, y, zc, lse, exact, g_full, qc, smp, g, sampler))
+        if mixed:
+            n = max(2, min(n_draws, max_elements // (N * (K + N - 1))))
+            out += [_one(est, K, n, z, y, zc, lse, exact, g_full, qc, smp, gm, sampler, pi) for est in MIXED_ESTIMATORS]
     return out
 
 
-def _one(est, K, n, z, y, zc, lse, exact, g_full, qc, smp, g, sampler_name) -> dict:
+def _one(est, K, n, z, y, zc, lse, exact, g_full, qc, smp, g, sampler_name, pi=None) -> dict:
     N, C = z.shape
-    chunk = max(1, min(n, (1 << 21) // (N * K)))  # draws per chunk: bounded memory
+    M = K + N - 1 if pi is not None else K  # candidates per example
+    chunk = max(1, min(n, (1 << 21) // (N * M)))  # draws per chunk: bounded memory
     bias_per_draw, drel_per_draw, dabs = [], [], 0.0
     gsum = torch.zeros(N * C, dtype=torch.float64)  # sum over draws of the gradient wrt the logits
     done = 0
     while done < n:
         m = min(chunk, n - done)
         e = torch.arange(N).repeat(m)  # (m*N,) example of each row
-        if est == "logq":
+        if pi is not None:  # N - 1 batch mates' labels from pi, then K draws from q: (m*N, N - 1 + K)
+            ids = torch.cat([pi.sample((N - 1) * m * N, generator=g).ids.view(m * N, N - 1),
+                             smp.sample(K * m * N, generator=g).ids.view(m * N, K)], 1)
+        elif est == "logq":
             ids = smp.sample(K * m * N, generator=g).ids.view(m * N, K)
         else:
             ids = smp.sample(K, generator=g, exclude=y.repeat(m)).ids  # (m*N, K), c excluded
@@ -115,7 +135,12 @@ def _one(est, K, n, z, y, zc, lse, exact, g_full, qc, smp, g, sampler_name) -> d
         q = smp.probs(ids)
         c = y[e]
         ze = zc[e]
-        if est == "as_posed":
+        if pi is not None:
+            Q = (N - 1) * pi.probs(ids) + K * q  # (m*N, M) the mixture's expected counts
+            beta = torch.where(ids == c[:, None], -torch.inf, -torch.log(Q))  # every copy of c masked
+            Qc = (N - 1) * pi.probs(c) + K * qc[e]
+            alpha = -torch.log(Qc) if est == "mixed_logq" else torch.zeros(m * N, dtype=torch.float64)
+        elif est == "as_posed":
             beta = torch.log(q / K)
             alpha = torch.zeros(m * N, dtype=torch.float64)
         elif est == "importance":

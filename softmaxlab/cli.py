@@ -311,6 +311,8 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
                  plot: Optional[Path] = typer.Option(None, help="Write the bias-vs-K plot here (PNG or SVG)."),
                  mnist: bool = typer.Option(False, help="Use the logits of a linear model trained on MNIST "
                                                         "(C = 10) instead of random ones."),
+                 mixed: bool = typer.Option(False, help="Add the mixed rows: in-batch negatives (a batch of the N "
+                                                        "examples) plus the K draws (mixed_importance, mixed_logq)."),
                  data_dir: Optional[Path] = DataDir):
     """The sampled-softmax bias study: loss bias, error of D and gradient cosine, per estimator and K."""
     _check_seed(seed)
@@ -326,13 +328,17 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
             raise SoftmaxlabError("--sampler kernel draws from the logits' factors, which --mnist does not have: "
                                   "drop --mnist (it uses low-rank random logits)")
         rows = kernel_bias_study(classes=classes, samples=tuple(ks), seed=seed)
-        print(f"C = {classes}, low-rank random logits (d = 32); Z = full normaliser, D = its estimate")
+        if mixed:
+            raise SoftmaxlabError("--mixed is a row of the fixed-proposal study: drop --mixed or --sampler kernel")
+        title = "low-rank random logits (d = 32)"
+        print(f"C = {classes}, {title}; Z = full normaliser, D = its estimate")
         for name in PROPOSALS:
             print(f"\nproposal {name}" + (" (alpha = 100, per example)" if name == "kernel" else "")
                   + f", draw cost {rows[[r['sampler'] for r in rows].index(name)]['draw_ms']:.3g} ms per example")
             print(format_table([r for r in rows if r["sampler"] == name]))
     else:
-        rows = bias_study(classes=classes, samples=tuple(ks), sampler=sampler, logits=logits, seed=seed)
+        rows = bias_study(classes=classes, samples=tuple(ks), sampler=sampler, logits=logits, seed=seed,
+                          mixed=mixed)
         title = "MNIST-trained logits" if mnist else "random logits"
         print(f"C = {classes}, proposal {sampler}, {title}; Z = full normaliser, D = its estimate")
         print(format_table(rows))

@@ -52,14 +52,15 @@ from softmaxlab.candidates import (
 )
 from softmaxlab.errors import SoftmaxlabError
 from softmaxlab.metrics import exact_metrics
+from softmaxlab.mixed import FrequencyEstimator, mixed_sampled_values
 from softmaxlab.sampled_kernels import CandidateLogits, SampledSoftmaxXent, mask_
 from softmaxlab.sampled_reference import nce_grads, reference_weights, sampled_softmax_grads
 from softmaxlab.samplers import LogUniformSampler, Sampler, make_sampler
 
 __all__ = [
-    "ESTIMATORS", "REDUCTIONS", "NCELoss", "SampledSoftmaxLoss", "SampledSoftmaxXent", "SampledValues",
-    "draw_sampled_values", "nce_grads", "nce_loss", "reference_weights", "sampled_softmax_grads",
-    "sampled_softmax_loss",
+    "ESTIMATORS", "REDUCTIONS", "FrequencyEstimator", "NCELoss", "SampledSoftmaxLoss", "SampledSoftmaxXent",
+    "SampledValues", "draw_sampled_values", "mixed_sampled_values", "nce_grads", "nce_loss", "reference_weights",
+    "sampled_softmax_grads", "sampled_softmax_loss",
 ]
 
 
@@ -315,9 +316,16 @@ class SampledSoftmaxLoss(nn.Module):
                     check_finite=self.check_finite, estimator=self.estimator, shared=self.shared,
                     in_batch=self.in_batch)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None,
+                sampled_values=None):
+        """sampled_values: this step's fixed candidates (e.g. mixed_sampled_values) instead of the module's draw."""
         if not self.training:
             return self.full_loss(x, labels)
+        if sampled_values is not None:
+            kw = self._kwargs()
+            if "in_batch" in kw:  # NCELoss has none
+                kw["in_batch"] = False
+            return self.loss_fn(x, self.weight, self.bias, labels, None, sampled_values=sampled_values, **kw)
         return self.loss_fn(x, self.weight, self.bias, labels, self.num_sampled, generator=generator,
                             **self._kwargs())
 

@@ -48,6 +48,17 @@ def tf_expected_count(q: torch.Tensor, num_sampled: int, num_tries) -> torch.Ten
     return torch.where(T == num_sampled, num_sampled * q, inclusion)
 
 
+def check_probs(p: torch.Tensor, name: str) -> None:
+    """A probability vector: finite, >= 0, summing to 1 within 1e-6 (a clear error naming `name` otherwise)."""
+    if not bool(torch.isfinite(p).all()):
+        raise SoftmaxlabError(f"{name} contain NaN or inf; pass finite probabilities")
+    if bool((p < 0).any()):
+        raise SoftmaxlabError(f"{name} contain negative values; pass non-negative probabilities")
+    total = float(p.sum())
+    if abs(total - 1.0) > 1e-6:
+        raise SoftmaxlabError(f"{name} sum to {total:.8g}, not 1; normalise them (p / p.sum())")
+
+
 class Draw(NamedTuple):
     ids: torch.Tensor
     """Sampled class ids, int64: (K,) for shared draws, (B, K) for per-row draws."""
@@ -311,13 +322,7 @@ class ProbsSampler(Sampler):
         super().__init__(q.numel(), device or q.device)
         q = q.to(self.device, torch.float64)
         if not _validated:
-            if not bool(torch.isfinite(q).all()):
-                raise SoftmaxlabError("probs contain NaN or inf; pass finite probabilities")
-            if bool((q < 0).any()):
-                raise SoftmaxlabError("probs contain negative values; pass non-negative probabilities")
-            total = float(q.sum())
-            if abs(total - 1.0) > 1e-6:
-                raise SoftmaxlabError(f"probs sum to {total:.8g}, not 1; normalise them (q / q.sum())")
+            check_probs(q, "probs")
         q = q / q.sum()
         self.support = int((q > 0).sum())
         self.q = q
