@@ -13,7 +13,7 @@ import numpy as np
 from scipy import stats
 
 from .configs import TrainConfig
-from .diagnostics import DiagPoint
+from .diagnostics import DIAG_EVERY, PROBE, DiagPoint  # noqa: F401  (DIAG_EVERY, PROBE: for the report)
 
 MISCLASSIFIED_SHOWN = 24  # digits per model in the report's figure
 
