@@ -113,3 +113,22 @@ def test_grad_norms_match_autograd_float64():
     assert torch.allclose(norms, torch.stack(want), rtol=1e-12, atol=0)
     g, a = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
     assert math.isclose(float(weight_grad_norm(g, a)), float((g.t() @ a).norm()), rel_tol=1e-12)
+
+
+def test_study_plan_counts():
+    """README's counts: --seeds 10 trains 90 protocol runs, 50 diagnostic (3 depths x 10 seeds, then the 5 x 5
+    swap grid less its diagonal) and 120 extension runs (8 depths x 3 lrs besides the protocol's x 5 seeds);
+    --no-diagnose --tune-lrs '' only the protocol's; --quick keeps 2 lrs."""
+    def ids(cfg, *parts):
+        plan = cfg.resolved().plan()
+        return {records.run_id(c.identity()) for q in parts for c in plan.get(q, [])}
+
+    full = ReproduceConfig(seeds=10)
+    protocol = ids(full, "q1", "q2", "q4")
+    assert len(protocol) == 90 and len(ids(full, "diag", "swap")) == 50
+    assert len(ids(full, "tune") - protocol) == 120 and ids(full, "tune") & protocol
+    off = ReproduceConfig(seeds=10, diagnose=False, tune_lrs="")
+    assert ids(off, *off.resolved().plan()) == protocol
+    assert ReproduceConfig(quick=True).resolved().lrs() == [0.01, 0.03]
+    with pytest.raises(SoftmaxlabError, match="tune-lrs"):
+        ReproduceConfig(tune_lrs="0.1,fast").resolved()

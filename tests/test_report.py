@@ -19,22 +19,10 @@ import torch
 
 from softmaxlab import report
 from softmaxlab.mnist import records as runs
+from softmaxlab.mnist import summary as sums
 from softmaxlab.mnist.configs import TrainConfig
 from softmaxlab.mnist.models import mlp_param_count, width_table
-from softmaxlab.mnist.summary import (
-    BiasStudy,
-    Check,
-    Problem1,
-    Run,
-    Summary,
-    WidthRow,
-    loss_curves,
-    misclassified,
-    seed_diags,
-    summarize,
-    swap_grid,
-    tuned,
-)
+from softmaxlab.mnist.summary import BiasStudy, Check, Problem1, Run, Summary, WidthRow, misclassified, summarize
 from softmaxlab.report.document import acc_ci
 from softmaxlab.report.figures import FIGURES
 from softmaxlab.report.html import render_html
@@ -151,10 +139,10 @@ def extension(protocol: list[dict], widths: dict, prov: dict) -> dict:
     tune = [q4[L, s] for L in (1, 2, 3) for s in (0, 1)]
     tune += [run(L, s, q4[L, s]["test_acc"] + 0.006, lr=0.1, status="diverged" if (L, s) == (3, 1) else "ok")
              for L in (1, 2, 3) for s in (0, 1)]
-    curves = loss_curves(diag)
+    curves = sums.loss_curves(diag)
     ids = {r["run_id"] for r in protocol}
-    return dict(loss_curves=curves, seed_diags=seed_diags(curves), swap=swap_grid(swap, 3, [0, 1]),
-                tuned=tuned(tune, [1, 2, 3], [0.01, 0.1], 0.01),
+    return dict(loss_curves=curves, seed_diags=sums.seed_diags(curves), swap=sums.swap_grid(swap, 3, [0, 1]),
+                tuned=sums.tuned(tune, [1, 2, 3], [0.01, 0.1], 0.01),
                 extension_runs=tuple(Run.of(r) for r in {r["run_id"]: r for r in diag + swap + tune}.values()
                                      if r["run_id"] not in ids))
 
@@ -392,7 +380,7 @@ def test_lr_choice_uses_validation_and_skips_diverged():
                     seed=seed, status=status, config=dict(lr=lr), val_acc=val, test_acc=test)
     res = [r(1, 0.01, s, 0.90, 0.95) for s in (0, 1)] + [r(1, 0.1, s, 0.92, 0.80) for s in (0, 1)]
     res += [r(1, 0.3, 0, 0.99, 0.99), r(1, 0.3, 1, None, None, "diverged")]
-    (t,) = tuned(res, [1], [0.01, 0.1, 0.3], 0.01)
+    (t,) = sums.tuned(res, [1], [0.01, 0.1, 0.3], 0.01)
     assert t.chosen_lr == 0.1 and t.test.test_acc_mean == pytest.approx(0.80)  # validation decides, not test
     assert t.diverged == (0, 0, 1) and math.isnan(t.val_acc[2]) and t.protocol.test_acc_mean == pytest.approx(0.95)
 
@@ -402,15 +390,15 @@ def test_swap_grid_decomposition():
     rows_, cols = [0.0, 0.02, 0.10], [0.0, 0.01, -0.01]
     res = [dict(test_acc=0.9 + a + b, config=dict(init_seed=i, data_seed=j)) for i, a in enumerate(rows_)
            for j, b in enumerate(cols)]
-    g = swap_grid(res, 8, [0, 1, 2])
+    g = sums.swap_grid(res, 8, [0, 1, 2])
     m_r, m_c = sum(rows_) / 3, sum(cols) / 3
     ss_r, ss_c = 3 * sum((a - m_r) ** 2 for a in rows_), 3 * sum((b - m_c) ** 2 for b in cols)
     assert g.init_share == pytest.approx(ss_r / (ss_r + ss_c)) and g.resid_var == pytest.approx(0, abs=1e-15)
     assert g.init_var == pytest.approx(ss_r / 3 / 2) and g.data_var == pytest.approx(ss_c / 3 / 2)
     res[4]["test_acc"] += 0.03  # an interaction at (1, 1)
-    g = swap_grid(res, 8, [0, 1, 2])
+    g = sums.swap_grid(res, 8, [0, 1, 2])
     assert g.resid_share > 0 and g.init_share + g.data_share + g.resid_share == pytest.approx(1)
-    assert swap_grid(res[:1], 8, [0]) is None
+    assert sums.swap_grid(res[:1], 8, [0]) is None
 
 
 def test_no_extension_no_section(tmp_path):
