@@ -32,7 +32,7 @@ def test_run_ids_of_existing_records_are_unchanged():
     golden values were computed with the code before this change), so a study in progress is reused."""
     assert records.run_id(TrainConfig().identity()) == "c742c239135c"
     assert records.run_id(TrainConfig(model="linear", seed=3).identity()) == "b54d14e87404"
-    plan = ReproduceConfig(seeds=10, diagnose=False, tune_lrs="").plan()
+    plan = ReproduceConfig(seeds=10, diagnose=False, tune_lrs="none").plan()
     ids = sorted({records.run_id(c.identity()) for q in ("q1", "q2", "q4") for c in plan[q]})
     assert len(ids) == 90 and hashlib.sha256(" ".join(ids).encode()).hexdigest()[:16] == "9db03ed559a98083"
     assert "diagnostics" in dataclasses.replace(TINY, diagnostics=True).identity()
@@ -118,7 +118,7 @@ def test_grad_norms_match_autograd_float64():
 def test_study_plan_counts():
     """README's counts: --seeds 10 trains 90 protocol runs, 50 diagnostic (3 depths x 10 seeds, then the 5 x 5
     swap grid less its diagonal) and 120 extension runs (8 depths x 3 lrs besides the protocol's x 5 seeds);
-    --no-diagnose --tune-lrs '' only the protocol's; --quick keeps 2 lrs."""
+    --no-diagnose --tune-lrs none only the protocol's; --quick keeps 2 lrs."""
     def ids(cfg, *parts):
         plan = cfg.resolved().plan()
         return {records.run_id(c.identity()) for q in parts for c in plan.get(q, [])}
@@ -127,8 +127,9 @@ def test_study_plan_counts():
     protocol = ids(full, "q1", "q2", "q4")
     assert len(protocol) == 90 and len(ids(full, "diag", "swap")) == 50
     assert len(ids(full, "tune") - protocol) == 120 and ids(full, "tune") & protocol
-    off = ReproduceConfig(seeds=10, diagnose=False, tune_lrs="")
+    off = ReproduceConfig(seeds=10, diagnose=False, tune_lrs="none")
     assert ids(off, *off.resolved().plan()) == protocol
     assert ReproduceConfig(quick=True).resolved().lrs() == [0.01, 0.03]
     with pytest.raises(SoftmaxlabError, match="tune-lrs"):
         ReproduceConfig(tune_lrs="0.1,fast").resolved()
+    assert ReproduceConfig(quick=True, tune_lrs="none").resolved().plan()["tune"] == []

@@ -402,7 +402,7 @@ def test_swap_grid_decomposition():
 
 
 def test_no_extension_no_section(tmp_path):
-    """--no-diagnose --tune-lrs '': no "why seeds differ" section, no diagnostic figures."""
+    """--no-diagnose --tune-lrs none: no "why seeds differ" section, no diagnostic figures."""
     summary, images = make_study(n_test=100)
     s = dataclasses.replace(summary, loss_curves=(), seed_diags=(), swap=None, tuned=(), extension_runs=())
     paths = report.write_report(tmp_path / "out", s, images)

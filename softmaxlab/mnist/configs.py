@@ -222,7 +222,7 @@ class ReproduceConfig:
         initialisation seed a x data-order seed b for a, b < min(5, seeds).""")
     tune_lrs: str = opt("0.01,0.03,0.1,0.3", """Extension, not the assignment's protocol: for each L of Q4, the
         equal-parameter MLP at each of these learning rates (runs at the protocol's lr are its own runs), the lr
-        with the best mean validation accuracy chosen per L, its test accuracy reported. Empty: off. --quick
+        with the best mean validation accuracy chosen per L, its test accuracy reported. none: off. --quick
         keeps the first two.""")
     tune_seeds: int = opt(5, "Seeds 0 .. tune_seeds-1 of the lr extension (capped at --seeds).")
 
@@ -236,20 +236,20 @@ class ReproduceConfig:
                                       f"{'a positive integer' if lo == 1 else f'an integer >= {lo}'}")
         if self.quick:
             return dataclasses.replace(self, seeds=1, epochs=1, bias_classes=min(self.bias_classes, 10_000),
-                                       tune_lrs=",".join(str(lr) for lr in self.lrs()[:2]))
+                                       tune_lrs=",".join(str(lr) for lr in self.lrs()[:2]) or "none")
         return self
 
     def lrs(self) -> list[float]:
         """The extension's learning-rate grid, in the given order, each once; [] when it is off."""
-        if not isinstance(self.tune_lrs, str) or not self.tune_lrs.strip():
+        if isinstance(self.tune_lrs, str) and self.tune_lrs.strip().lower() == "none":
             return []
         try:
             lrs = [float(v) for v in self.tune_lrs.split(",")]
-        except ValueError:
+        except (ValueError, AttributeError):
             lrs = []
         if not lrs or not all(math.isfinite(lr) and lr > 0 for lr in lrs):
             raise SoftmaxlabError(f"--tune-lrs {self.tune_lrs!r} is invalid: pass learning rates > 0 like "
-                                  f"0.01,0.1, or an empty string for no extension")
+                                  f"0.01,0.1, or none for no extension")
         return list(dict.fromkeys(lrs))
 
     def base(self) -> TrainConfig:

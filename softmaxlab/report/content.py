@@ -202,7 +202,7 @@ def q4_section(s: Summary) -> Section:
 
 def why_seeds_section(s: Summary) -> list[Section]:
     """Q4's spread over seeds: the swap grid's decomposition, the diagnostic runs, the per-L lr extension.
-    No section when the study trained none of them (--no-diagnose, --tune-lrs '')."""
+    No section when the study trained none of them (--no-diagnose, --tune-lrs none)."""
     blocks: list = [*_swap_blocks(s), *_diag_blocks(s), *_tuned_blocks(s)]
     if blocks:
         blocks += _extension_runs(s)
