@@ -133,3 +133,21 @@ def test_study_plan_counts():
     with pytest.raises(SoftmaxlabError, match="tune-lrs"):
         ReproduceConfig(tune_lrs="0.1,fast").resolved()
     assert ReproduceConfig(quick=True, tune_lrs="none").resolved().plan()["tune"] == []
+
+
+def test_records_made_before_the_new_fields_still_load_and_summarise(tmp_path):
+    """A result.json whose config lacks init_seed, data_seed and diagnostics (the running 10-seed study's) reads
+    as a plain protocol run: Run, results.csv, summarize, the lr extension."""
+    from softmaxlab.mnist.configs import NEW_FIELDS
+    from softmaxlab.mnist.summary import Run, summarize, tuned
+
+    rid = records.run_id(TINY.identity())
+    r = records.finish_record(TINY, rid, tmp_path, train(TINY, DATA), 1.0, log=lambda s: None)
+    for k in NEW_FIELDS:
+        r["config"].pop(k)
+    run = Run.of(r)
+    assert (run.init_seed, run.data_seed, run.diagnostics, run.lr) == (None, None, False, 0.05)
+    header, row = records.results_csv([r]).splitlines()
+    assert dict(zip(header.split(","), row.split(",")))["diagnostics"] == "False"
+    assert summarize([r])[0].test_acc_mean == r["test_acc"]
+    assert tuned([r], [2], [0.05], 0.05)[0].chosen_lr == 0.05
