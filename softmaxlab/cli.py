@@ -41,6 +41,7 @@ from .report.figures import plot_bias
 UsageError = typer.BadParameter.__bases__[0]
 ClickException = UsageError.__bases__[0]
 EXECUTORS = ("local", "ray")
+PDF_HELP = "Also write report.pdf, printed by headless Chromium (vector figures; provenance as the appendix)."
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Softmax maths and the linear-vs-MLP MNIST study, done right.")
@@ -242,7 +243,8 @@ def sweep(cfg: SweepConfig, base: TrainConfig, data_dir: Optional[Path] = DataDi
 @app.command()
 @config_command(ReproduceConfig)
 def reproduce(cfg: ReproduceConfig, data_dir: Optional[Path] = DataDir,
-              json_out: bool = typer.Option(False, "--json", help="Print the answers as JSON (no progress).")):
+              json_out: bool = typer.Option(False, "--json", help="Print the answers as JSON (no progress)."),
+              pdf: bool = typer.Option(False, "--pdf", help=PDF_HELP)):
     """The main job: answer Problem 1 and Q1-Q4 with figures, CIs and provenance in --out/report.html."""
     t0 = time.perf_counter()
     cfg.resolved().plan()  # a bad option: say so before anything is written
@@ -251,7 +253,7 @@ def reproduce(cfg: ReproduceConfig, data_dir: Optional[Path] = DataDir,
         summary, data = study.reproduce(cfg, data_dir, log=(lambda s: None) if json_out else print,
                                         tracker=tracker, progress=should_show(json_out=json_out))
         out = Path(cfg.out)
-        written = write_report(out, summary, data.test.x)
+        written = write_report(out, summary, data.test.x, pdf=pdf)
         if tracker is not None:
             for path in [out / "summary.json", out / "results.csv", *written.values()]:
                 tracker.log_artifact(path, subdir=path.parent.relative_to(out).as_posix())
@@ -268,7 +270,16 @@ def reproduce(cfg: ReproduceConfig, data_dir: Optional[Path] = DataDir,
     print(f"Q2 784-1024-10:   test_acc {_acc(summary.q2)}")
     for a in summary.q4:
         print(f"Q4 L={a.layers} k={a.width:<5} test_acc {_acc(a)}  params={a.params:,}")
-    print(f"report: {out / 'report.html'}")
+    print(f"report: {out / 'report.html'}" + (f" and {out / 'report.pdf'}" if pdf else ""))
+
+
+@app.command("report")
+def report_cmd(out: str = typer.Option("results", help="The --out folder of a finished `softmaxlab reproduce`."),
+               pdf: bool = typer.Option(False, "--pdf", help=PDF_HELP), data_dir: Optional[Path] = DataDir):
+    """Rewrite a finished study's report (report.html, report.md, figures; --pdf: report.pdf) from its records."""
+    summary = study.finished(out)  # trains nothing and writes nothing but the report
+    written = write_report(out, summary, study.load_data(data_dir).test.x, pdf=pdf)
+    print("\n".join(f"report: {written[k]}" for k in ("report.html", "report.md", "report.pdf") if k in written))
 
 
 def _acc(a: Arch) -> str:

@@ -20,14 +20,21 @@ them by command for docs/reliability.md.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gzip
 import hashlib
+import io
 import os
 import random
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
+import fakes
 import numpy as np
 import typer
 
@@ -100,8 +107,34 @@ def base_args(command: str, cmd, without: str | None = None) -> list[str]:
 
 
 def _with_out(command: str, cmd, tmp: Path) -> list[str]:
-    """--out inside tmp for commands that have one (a case on --out gives its own)."""
-    return ["--out", str(tmp / "out")] if "--out" in {p.opts[0] for p in options(cmd)} else []
+    """--out inside tmp for commands that have one (a case on --out gives its own); for a command that reads a
+    finished study there (`report`), a copy of one."""
+    if "--out" not in {p.opts[0] for p in options(cmd)}:
+        return []
+    if command in READS_STUDY:
+        finished_study(tmp / "out")
+    return ["--out", str(tmp / "out")]
+
+
+READS_STUDY = ("report",)
+_STUDY: list[Path] = []
+
+
+def finished_study(dest: Path) -> None:
+    """A finished quick study (fake data, L = 1) copied to dest; built once per session."""
+    if not _STUDY:
+        tmpl = Path(tempfile.mkdtemp(prefix="softmaxlab-campaign-")) / "study"
+        atexit.register(shutil.rmtree, tmpl.parent, True)
+        d = fakes.fake_data(128, 64)
+        with mock.patch("softmaxlab.mnist.study.load_data", lambda data_dir=None, **kw: d), \
+                contextlib.redirect_stdout(io.StringIO()):
+            try:
+                cli.main(["reproduce", "--quick", "--layers", "1", "--workers", "1", "--bias-classes", "100",
+                          "--device", "cpu", "--out", str(tmpl)])
+            except SystemExit as e:
+                assert e.code == 0, f"the campaign's template study failed (exit {e.code})"
+        _STUDY.append(tmpl)
+    shutil.copytree(_STUDY[0], dest)
 
 
 # ---- options ------------------------------------------------------------------------------------------------
@@ -334,9 +367,9 @@ def output_cases(command: str, cmd) -> list[Case]:
         for kind in ("a file", "inside a file", "read-only", "empty"):
             cases.append(Case(command, "--out", kind, lambda tmp, kind=kind: [
                 *base_args(command, cmd), "--out", str(out_is(tmp, kind))], names=("out", "write", "folder")))
-        for at in ("first", "result.json"):
+        for at in ("first", "report.html" if command in READS_STUDY else "result.json"):
             cases.append(Case(command, "--out", f"disk full at the {at} write", lambda tmp: [
-                *base_args(command, cmd), "--out", str(tmp / "out")], full_disk_at=at,
+                *base_args(command, cmd), *_with_out(command, cmd, tmp)], full_disk_at=at,
                 names=("No space left on device",)))
     if "--plot" in have:
         def plot_at(tmp, kind):

@@ -80,6 +80,18 @@ def test_report_renders_in_chromium(browser, tmp_path):
         Path(os.environ["SOFTMAXLAB_SCREENSHOT"]).write_bytes(shot)
     assert shot.startswith(b"\x89PNG")
 
+    # Every formula is rendered MathML with a size, and nothing was fetched from the network.
+    maths = browser.execute_script("return Array.from(document.querySelectorAll('math'), m => { "
+                                   "const r = m.getBoundingClientRect(); return [r.width, r.height, m.textContent]; })")
+    assert len(maths) >= 12
+    for w, h, text in maths:
+        assert w > 0 and h > 0, f"formula not rendered: {text[:60]}"
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert [u for u in fetched if not u.startswith("data:")] == []
+    answers = browser.execute_script("return Array.from(document.querySelectorAll('div.answer'), d => d.id)")
+    assert answers == ["answer-p1-q1", "answer-p1-q2", "answer-p2-q1", "answer-p2-q2", "answer-p2-q3",
+                       "answer-p2-q4"]
+
     errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
     assert not errors, f"console errors: {errors}"
 

@@ -20,12 +20,13 @@ def _stub(d: Path, name: str, body: str = "exit 0") -> None:
 
 
 @pytest.mark.parametrize("have,installs", [
-    pytest.param(("chromium",), ["chromium-driver"], id="chromium-without-chromedriver"),
-    pytest.param(("chromedriver",), ["chromium"], id="chromedriver-without-chromium"),
-    pytest.param((), ["chromium", "chromium-driver"], id="neither"),
-    pytest.param(("chromium", "chromedriver"), None, id="both"),
+    pytest.param(("chromium", "pdftotext"), ["chromium-driver"], id="chromium-without-chromedriver"),
+    pytest.param(("chromedriver", "pdftotext"), ["chromium"], id="chromedriver-without-chromium"),
+    pytest.param(("chromium", "chromedriver"), ["poppler-utils"], id="no-poppler"),
+    pytest.param((), ["chromium", "chromium-driver", "poppler-utils"], id="none"),
+    pytest.param(("chromium", "chromedriver", "pdftotext"), None, id="all"),
 ])
-def test_ci_installs_each_missing_browser_piece(have, installs, tmp_path):
+def test_ci_installs_each_missing_report_tool(have, installs, tmp_path):
     """.ci/run on a PATH of stubs: apt-get records what it is asked for; pip and python do nothing, and python
     records the CI variable the tests will see."""
     bin_ = tmp_path / "bin"

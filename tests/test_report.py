@@ -22,6 +22,7 @@ from softmaxlab.mnist import records as runs
 from softmaxlab.mnist import summary as sums
 from softmaxlab.mnist.configs import TrainConfig
 from softmaxlab.mnist.models import mlp_param_count, width_table
+from softmaxlab.mnist.study import comparisons
 from softmaxlab.mnist.summary import BiasStudy, Check, Problem1, Run, Summary, WidthRow, misclassified, summarize
 from softmaxlab.report.document import acc_ci
 from softmaxlab.report.figures import FIGURES
@@ -106,7 +107,7 @@ def make_study(n_test: int = 10_000) -> tuple[Summary, torch.Tensor]:
         q3=tuple(WidthRow(**r) for r in width_table(layers)), q4=tuple(q4), q4_fixed=tuple(fixed),
         runs=tuple(Run.of(r) for r in results),
         misclassified=misclassified([q1, *q4, *fixed], results, labels), wall_time_s=123.4,
-        **extension(results, widths, prov))
+        **comparisons(q1, q2, q4, results, 814_090), **extension(results, widths, prov))
     return summary, images
 
 
@@ -409,3 +410,17 @@ def test_no_extension_no_section(tmp_path):
     assert "loss_curves.png" not in paths and "accuracy_vs_layers.png" in paths
     page = _Page(paths["report.html"].read_text("utf-8"))
     assert "q4-seeds" not in page.ids and "tuned-table" not in page.tables
+
+
+def test_summary_with_the_extension_loads_back_typed(study, tmp_path):
+    """summary.json with issue 17's fields reads back as the same typed Summary (the `report` command's input)."""
+    from softmaxlab.mnist.diagnostics import DiagPoint
+
+    _, s, *_ = study
+    runs.write_json(tmp_path / "a.json", s)
+    back = sums.load_summary(tmp_path / "a.json")
+    assert isinstance(back.loss_curves[0].points[0], DiagPoint) and back.loss_curves[0].steps == s.loss_curves[0].steps
+    assert isinstance(back.swap, sums.SwapGrid) and back.swap.acc == s.swap.acc
+    assert isinstance(back.tuned[0].test, sums.Arch) and isinstance(back.extension_runs[0], Run)
+    runs.write_json(tmp_path / "b.json", back)
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from softmaxlab.report.pdf import find_chromium
+
 pytestmark = pytest.mark.slow
 
 
@@ -18,15 +20,19 @@ def reproduce(out, mnist_dir, *extra):
     return p
 
 
+PDF = find_chromium() is not None or os.environ.get("CI") == "true"  # under CI Chromium must be there
+
+
 @pytest.fixture(scope="module")
 def quick(mnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
-    return out, reproduce(out, mnist_dir)
+    return out, reproduce(out, mnist_dir, *(["--pdf"] if PDF else []))
 
 
 def test_quick_answers_every_question(quick):
     out, p = quick
-    for f in ("report.html", "report.md", "results.csv", "summary.json", "config.json", "problem1.json"):
+    for f in ("report.html", "report.md", "results.csv", "summary.json", "config.json", "problem1.json",
+              *(["report.pdf"] if PDF else [])):
         assert (out / f).is_file(), f
     for fig in ("accuracy_vs_layers", "learning_curves", "params_vs_layers", "bias_vs_k", "misclassified"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000

@@ -64,6 +64,14 @@ def width_root(layers: int, budget: int = BUDGET, d_in: int = D_IN, n_out: int =
     return 2 * -c / (b + math.sqrt(b * b - 4 * a * c))
 
 
+def negative_root(layers: int, budget: int = BUDGET, d_in: int = D_IN, n_out: int = N_OUT) -> float:
+    """The other root of mlp_param_count(L, k) = budget (L >= 2): negative, so no width at all."""
+    a, b = layers - 1, layers + d_in + n_out
+    if a == 0:
+        raise SoftmaxlabError("one hidden layer's count is linear in k: it has no second root")
+    return -b / a - width_root(layers, budget, d_in, n_out)  # the two roots sum to -b/a
+
+
 def width_for_budget(
     layers: int, budget: int = BUDGET, rounding: str = "nearest", d_in: int = D_IN, n_out: int = N_OUT
 ) -> int:

@@ -13,22 +13,28 @@ from pathlib import Path
 import torch
 
 from ..bias import bias_study
+from ..derivations import source_gradient_error
 from ..errors import SoftmaxlabError
 from ..gradcheck import run_checks
 from . import records
 from .configs import ReproduceConfig, TrainConfig, parse_range, protocol
 from .data import Data, load_data, to_float
 from .engine import precision_note
-from .models import width_table
+from .models import mlp_param_count, negative_root, width_table
 from .progress import study_progress
 from .runner import execute
+from .stats import paired_family
 from .summary import (
+    AbsRoot,
+    Arch,
     BiasStudy,
     Check,
     Problem1,
     Run,
+    SourceChecks,
     Summary,
     WidthRow,
+    load_summary,
     loss_curves,
     misclassified,
     seed_diags,
@@ -103,6 +109,7 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, tracker=None, prog
         runs=tuple(Run.of(r) for r in protocol_runs.values()),
         misclassified=misclassified(archs, list(protocol_runs.values()), data.test.y),
         wall_time_s=sum(r["wall_time_s"] for r in results.values()) + problem1.wall_time_s,
+        **comparisons(q1, q2, q4, list(protocol_runs.values()), base.budget),  # never the extension's runs
         loss_curves=curves, seed_diags=seed_diags(curves),
         swap=swap_grid(swap, swap[0]["layers"], swap_seeds) if swap else None,
         tuned=tuned(by_q["tune"], layers, cfg.lrs(), base.lr) if by_q["tune"] else (),
@@ -110,6 +117,58 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, tracker=None, prog
     )
     records.write_json(out / "summary.json", summary)
     return summary, data
+
+
+def finished(out) -> Summary:
+    """The Summary of the finished study in `out` (summary.json, every run's result.json there), or a
+    SoftmaxlabError saying what is missing. Reads only: `softmaxlab report` rewrites the report from it."""
+    out = Path(out)
+    saved = records.read_json(out / "config.json")
+    if not isinstance(saved, dict) or not (out / "study.json").exists():
+        raise SoftmaxlabError(f"{out} holds no study (no config.json and study.json): pass the --out folder of "
+                              "`softmaxlab reproduce`")
+    names = {f.name for f in dataclasses.fields(ReproduceConfig)}
+    try:
+        cfg = ReproduceConfig(**{k: v for k, v in saved.items() if k in names}).resolved()
+    except TypeError as e:
+        raise SoftmaxlabError(f"{out / 'config.json'} is not a reproduce config ({e}): pass the --out folder of "
+                              "`softmaxlab reproduce`") from None
+    cfg = dataclasses.replace(cfg, out=str(out))
+    todo = {records.run_id(c.identity()) for cs in cfg.plan().values() for c in cs}
+    missing = sorted(r for r in todo if records.read_json(out / "runs" / r / "result.json") is None)
+    if missing:
+        raise SoftmaxlabError(f"the study in {out} is not finished ({len(missing)} of {len(todo)} runs missing): "
+                              f"run `softmaxlab reproduce` with its options and --out {out} to finish it")
+    try:
+        return load_summary(out / "summary.json")
+    except (OSError, ValueError, TypeError, KeyError, StopIteration) as e:
+        raise SoftmaxlabError(f"{out / 'summary.json'} is missing or not this version's ({type(e).__name__}): run "
+                              f"`softmaxlab reproduce` with its options and --out {out} to rewrite it") from None
+
+
+def accuracies(results) -> dict[str, dict[int, float]]:
+    """name -> {seed: test accuracy} of the runs that finished."""
+    out: dict[str, dict[int, float]] = {}
+    for r in results:
+        if r["status"] == "ok":
+            out.setdefault(r["name"], {})[r["seed"]] = r["test_acc"]
+    return out
+
+
+def comparisons(q1: Arch, q2: Arch, q4: list[Arch], results: list[dict], budget: int) -> dict:
+    """Summary's q2_vs_q1, q4_tests and source: the paired tests and the source's answers, measured.
+
+    Q4's family: each depth against L = 1 and against its neighbour L - 1 (once where they coincide), Holm-adjusted
+    together."""
+    acc, by_l = accuracies(results), {a.layers: a for a in q4}
+    pairs = [(a.name, L, by_l[b].name, b) for L, a in sorted(by_l.items())
+             for b in dict.fromkeys(b for b in (1, L - 1) if b in by_l and b != L)]
+    roots = [(a.layers, negative_root(a.layers, budget)) for a in q4 if a.layers >= 2]
+    return dict(q2_vs_q1=paired_family([(q2.name, 1, q1.name, 0)], acc)[0], q4_tests=paired_family(pairs, acc),
+                source=SourceChecks(source_gradient_error(),
+                                    tuple(AbsRoot(L, r, round(abs(r)), mlp_param_count(L, round(abs(r))))
+                                          for L, r in roots),
+                                    tuple((a.layers, mlp_param_count(a.layers, 1024)) for a in q4)))
 
 
 def mnist_logits(data: Data | None = None, state: dict | None = None, n: int = 2000, data_dir=None):

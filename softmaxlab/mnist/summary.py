@@ -1,33 +1,27 @@
 """The study's typed summary: what `reproduce` hands the report (and writes once, as summary.json).
 
 Frozen dataclasses all the way down; the report reads their fields and guesses nothing. Accuracies are a
-mean with the half-width of the 95% Student-t interval over seeds (scipy.stats.t), NaN with one seed.
+mean with the half-width of the 95% Student-t interval over seeds (stats.mean_ci), NaN with one seed;
+Q4's verdict rests on paired tests (stats.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import types
+import typing
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
+from ..derivations import GradientError
 from .configs import TrainConfig
 from .diagnostics import DIAG_EVERY, PROBE, DiagPoint  # noqa: F401  (DIAG_EVERY, PROBE: for the report)
+from .stats import PairedTest, mean_ci
 
 MISCLASSIFIED_SHOWN = 24  # digits per model in the report's figure
-
-
-def mean_ci(xs: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, sample std, half-width of the `level` t-interval); std and half-width are NaN for one value."""
-    n = len(xs)
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    m = sum(xs) / n
-    if n == 1:
-        return m, math.nan, math.nan
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
-    return m, sd, float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
 
 
 @dataclass(frozen=True)
@@ -296,6 +290,25 @@ def tuned(results: list[dict], layers: list[int], lrs: list[float], protocol_lr:
 
 
 @dataclass(frozen=True)
+class AbsRoot:
+    """Q3 as the source did it: |negative root| of P(L, k) = budget as a width, and the count it gives."""
+
+    layers: int
+    negative_root: float
+    width: int
+    params: int
+
+
+@dataclass(frozen=True)
+class SourceChecks:
+    """The source's answers, measured: the report's "the source wrote ..." notes quote these."""
+
+    gradient: GradientError  # its Problem 1 Q1 gradient against autograd
+    abs_roots: tuple[AbsRoot, ...]  # per L >= 2 of Q4
+    fixed_params: tuple[tuple[int, int], ...]  # (L, parameters at width 1024): the bonus's models
+
+
+@dataclass(frozen=True)
 class Summary:
     protocol: TrainConfig  # what every run shares (seed, model, layers, width aside)
     config: dict  # the resolved ReproduceConfig
@@ -312,6 +325,9 @@ class Summary:
     runs: tuple[Run, ...]
     misclassified: tuple[Misclassified, ...]
     wall_time_s: float  # compute time as recorded by each part: a resumed study reports what a straight one does
+    q2_vs_q1: PairedTest | None = None  # Q2 minus Q1, paired by seed
+    q4_tests: tuple[PairedTest, ...] = ()  # each L against L = 1 and against L - 1, Holm-adjusted together
+    source: SourceChecks | None = None
     loss_curves: tuple[LossCurve, ...] = ()  # the diagnostic runs (--diagnose), by depth and seed
     seed_diags: tuple[SeedDiag, ...] = ()
     swap: SwapGrid | None = None  # init seed x data seed at the deepest diagnostic depth
@@ -329,3 +345,28 @@ class Summary:
 
     def runs_of(self, name: str) -> list[Run]:
         return sorted((r for r in self.runs if r.name == name), key=lambda r: (r.seed, r.run_id))
+
+
+def from_json(tp, v):
+    """A value of type `tp` (a dataclass, tuple[X, ...], X | None, a primitive) from its JSON form."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if v is None:
+        return None
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        if not isinstance(v, dict) or set(v) - names:
+            raise ValueError(f"{tp.__name__}: unexpected fields {sorted(set(v) - names) if isinstance(v, dict) else v}")
+        return tp(**{k: from_json(hints[k], x) for k, x in v.items()})
+    if origin in (typing.Union, types.UnionType):
+        return from_json(next(a for a in args if a is not type(None)), v)
+    if origin is tuple:
+        return tuple(from_json(args[0], x) for x in v) if args[-1:] == (...,) else \
+            tuple(from_json(a, x) for a, x in zip(args, v, strict=True))
+    return v
+
+
+def load_summary(path) -> Summary:
+    """summary.json back as the Summary that wrote it; ValueError if it is not one (another version's)."""
+    with open(path, encoding="utf-8") as f:
+        return from_json(Summary, json.load(f))

@@ -6,6 +6,7 @@ import json
 import math
 
 from ..mnist.summary import DIAG_EVERY, ESCAPE_LOSS, FAIL_GAP, PROBE, Arch, Summary
+from .answers import answers_section
 from .document import (
     Aside,
     Badge,
@@ -31,7 +32,7 @@ ACC = "test accuracy, % (mean ± 95% CI)"
 
 def document(s: Summary) -> tuple[list, list[Section]]:
     """(intro blocks, sections) of the report."""
-    return intro(s), [problem1_section(s), q12_section(s), q3_section(s), q4_section(s),
+    return intro(s), [answers_section(s), problem1_section(s), q12_section(s), q3_section(s), q4_section(s),
                       *why_seeds_section(s),
                       curves_section(), misclassified_section(s), provenance_section(s)]
 
@@ -92,7 +93,7 @@ def _bias_table(key: str, study) -> list:
     value in every row (classes, sampler, the exact loss) is said once, under the table."""
     rows = study.rows
     lead = ["estimator", "num_sampled", "loss_bias"]
-    rest = [c for c in rows[0] if c not in lead]
+    rest = sorted(c for c in rows[0] if c not in lead)  # by name: summary.json (sorted keys) reads the same
     same = [c for c in rest if len(rows) > 1 and len({fmt_cell(r[c]) for r in rows}) == 1]
     cols: list[str] = []
     for c in lead + [c for c in rest if c not in same]:
@@ -338,4 +339,4 @@ def provenance_section(s: Summary) -> Section:
     blocks.append(Table("provenance-table", "Runs", ["run id", "name", "seed", "status", "test acc, %", "val acc, %",
                                                      "params", "epochs", "wall time, s", "train time, s", "device",
                                                      "commit"], rows, ids, details))
-    return Section("provenance", "Provenance", blocks)
+    return Section("provenance", "Appendix: provenance and code", blocks)

@@ -49,7 +49,15 @@ class Details:
     code: str
 
 
-# An inline is a str, Code, Link, Strong, Badge or Aside; a cell or paragraph is one inline or a list of them.
+@dataclass(frozen=True)
+class Math:
+    """A formula in LaTeX: MathML in the HTML page (no script, no network), $...$ in the Markdown."""
+
+    latex: str
+    display: bool = False  # a block of its own, centred
+
+
+# An inline is a str, Code, Link, Strong, Badge, Aside or Math; a cell or paragraph is one inline or a list of them.
 
 
 @dataclass
@@ -72,6 +80,16 @@ class Table:
 class Figure:
     name: str
     caption: str
+
+
+@dataclass
+class Answer:
+    """One question of the assignment: the question in a line, then the answer's blocks."""
+
+    id: str
+    title: str  # "Problem 1 Q1"
+    question: str
+    blocks: list
 
 
 @dataclass

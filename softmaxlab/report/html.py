@@ -1,4 +1,9 @@
-"""The report as one self-contained HTML page (figures embedded as PNG data URIs), from content.py's document."""
+"""The report as one self-contained HTML page, from content.py's document.
+
+Figures are embedded as data URIs (PNG on screen; SVG in the printable variant pdf.py prints, so the PDF's
+figures are vector); formulas are MathML (latex2mathml), which Chromium and Firefox render with no script and
+no network, so the page opens from a USB stick.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ import base64
 import html
 import re
 
+from latex2mathml.converter import convert as mathml
+
 from ..mnist.summary import Summary
 from .content import document, subtitle
-from .document import TITLE, Aside, Badge, Code, Details, Figure, Link, Para, Strong, Table
+from .document import TITLE, Answer, Aside, Badge, Code, Details, Figure, Link, Math, Para, Strong, Table
 
 LONG_TABLE = 16  # rows; a longer table (48 gradient checks) scrolls inside a box
 
@@ -56,6 +63,19 @@ figcaption { color: var(--muted); font-size: .88rem; margin-top: 6px; max-width:
 .aside { color: var(--muted); font-size: .8rem; }
 .missing { color: var(--muted); font-style: italic; }
 .runs-details { columns: 2 420px; column-gap: 24px; } .runs-details details { break-inside: avoid; }
+.answer { border: 1px solid var(--border); border-left: 4px solid var(--accent); border-radius: 6px;
+  padding: 4px 16px 8px; margin: 1rem 0 1.4rem; }
+.answer h3 { margin: .6rem 0 .2rem; font-size: 1.1rem; } .question { color: var(--muted); font-style: italic; }
+.math { margin: .5rem 0; overflow-x: auto; overflow-y: hidden; padding: 2px 0; } math { font-size: 1.08em; }
+@page { size: A4; margin: 14mm 12mm; }
+@media print {
+  body { font-size: 11px; } main { max-width: none; padding: 0; } nav.toc { display: none; }
+  section { break-before: page; } section#answers { break-before: auto; } h2 { margin-top: 0; }
+  figure, .math, p, tr { break-inside: avoid; } .answer h3, .question { break-after: avoid; }
+  .wrap, .wrap.long, .math { overflow: visible; max-height: none; width: auto; }
+  table { font-size: .72rem; } td { white-space: normal; }
+  figure img { max-width: 100%; height: auto; }
+}
 """
 
 
@@ -76,6 +96,8 @@ def _html_inline(x) -> str:
         return f'<span class="badge {"ok" if x.ok else "bad"}">{_h(x.text)}</span>'
     if isinstance(x, Aside):
         return f'<br><span class="aside">{_h(x.text)}</span>'
+    if isinstance(x, Math):
+        return mathml(x.latex, display="block" if x.display else "inline")
     return _h(x)
 
 
@@ -92,20 +114,26 @@ def _numeric_columns(t: Table) -> list[bool]:
     return cols
 
 
-def _html_details(d: Details) -> str:
-    return f"<details><summary>{_h(d.summary)}</summary><pre>{_h(d.code)}</pre></details>"
+def _html_details(d: Details, printable: bool = False) -> str:
+    return f"<details{' open' if printable else ''}><summary>{_h(d.summary)}</summary><pre>{_h(d.code)}</pre></details>"
 
 
-def _html_block(b, figures: dict[str, bytes]) -> str:
+def _html_block(b, figures: dict[str, tuple[bytes, bytes]], printable: bool = False) -> str:
+    if isinstance(b, Math):
+        return f'<div class="math">{_html_inline(b)}</div>'
+    if isinstance(b, Answer):
+        return (f'<div class="answer" id="{_h(b.id)}"><h3>{_h(b.title)}</h3><p class="question">{_h(b.question)}</p>'
+                + "\n".join(_html_block(x, figures, printable) for x in b.blocks) + "</div>")
     if isinstance(b, Para):
         return f'<p class="note">{_html_inline(b.parts)}</p>' if b.note else f"<p>{_html_inline(b.parts)}</p>"
     if isinstance(b, Details):
-        return _html_details(b)
+        return _html_details(b, printable)
     if isinstance(b, Figure):
-        png = figures.get(b.name)
-        if png is None:
+        if b.name not in figures:
             return f'<p class="missing" id="fig-{_h(b.name)}">Figure {_h(b.name)}: no data for it in this study.</p>'
-        uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        png, svg = figures[b.name]
+        uri = ("data:image/svg+xml;base64," + base64.b64encode(svg).decode("ascii") if printable else
+               "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
         w, h = _png_size(png)  # shown at 100 dpi: the PNGs are 150 dpi, sharp on high-density screens
         return (f'<figure id="fig-{_h(b.name)}"><img src="{uri}" width="{w * 2 // 3}" height="{h * 2 // 3}" '
                 f'alt="{_h(b.caption)}">'
@@ -122,7 +150,10 @@ def _html_block(b, figures: dict[str, bytes]) -> str:
                             for j, c in enumerate(row))
             out.append(f"<tr{rid}>{cells}</tr>")
         out.append("</tbody></table></div>")
-        if b.details:
+        if b.details and printable:  # one JSON record per run would be most of the PDF's pages
+            out.append('<p class="aside">Each run\'s full record: report.html (under this table) and '
+                       'runs/&lt;run id&gt;/result.json.</p>')
+        elif b.details:
             out.append('<div class="runs-details">' + "".join(_html_details(d) for d in b.details) + "</div>")
         return "\n".join(out)
     raise TypeError(f"unknown block {type(b).__name__}")
@@ -133,8 +164,10 @@ def _png_size(png: bytes) -> tuple[int, int]:
     return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
-def render_html(summary: Summary, figures: dict[str, bytes]) -> str:
-    """The page; figures: name -> PNG bytes (a figure without data says so in its place)."""
+def render_html(summary: Summary, figures: dict[str, tuple[bytes, bytes]], printable: bool = False) -> str:
+    """The page; figures: name -> (PNG, SVG) bytes (a figure without data says so in its place).
+
+    printable: the variant pdf.py prints: SVG figures, configs expanded, per-run records left to report.html."""
     head, sections = document(summary)
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{_h(TITLE)}</title>",
@@ -142,10 +175,10 @@ def render_html(summary: Summary, figures: dict[str, bytes]) -> str:
              f'<p class="sub">{_h(subtitle(summary))}</p>',
              '<nav class="toc">' + "".join(f'<a href="#{_h(s.id)}">{_h(s.title.split(":")[0])}</a>'
                                             for s in sections) + "</nav>"]
-    parts += [_html_block(b, figures) for b in head]
+    parts += [_html_block(b, figures, printable) for b in head]
     for s in sections:
         parts.append(f'<section id="{_h(s.id)}"><h2>{_h(s.title)}</h2>')
-        parts += [_html_block(b, figures) for b in s.blocks]
+        parts += [_html_block(b, figures, printable) for b in s.blocks]
         parts.append("</section>")
     parts += ["</main>", "</body>", "</html>"]
     return "\n".join(parts) + "\n"

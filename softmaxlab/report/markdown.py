@@ -7,7 +7,7 @@ import re
 
 from ..mnist.summary import Summary
 from .content import document, subtitle
-from .document import TITLE, Aside, Badge, Code, Details, Figure, Link, Para, Strong, Table
+from .document import TITLE, Answer, Aside, Badge, Code, Details, Figure, Link, Math, Para, Strong, Table
 from .html import _numeric_columns
 
 _MD_ESCAPE = re.compile(r"([\\`*_\[\]|~])")
@@ -32,8 +32,8 @@ def _md_inline(x, in_table: bool = False) -> str:
     if isinstance(x, Code):
         s = _md_code(x.text)
         return s.replace("|", "\\|") if in_table else s  # GFM splits cells on | even inside code spans
-    if isinstance(x, Link):
-        return _md_code(x.text).replace("|", "\\|")  # in-page anchors do not survive GitHub's renderer
+    if isinstance(x, Link):  # in-page anchors do not survive GitHub's renderer: a run id reads as code, words as text
+        return _md_code(x.text).replace("|", "\\|") if x.anchor.startswith("run-") else _md(x.text)
     if isinstance(x, Strong):  # "**Protocol. **" is not bold in CommonMark: the space goes outside
         core = x.text.strip()
         return x.text[:len(x.text) - len(x.text.lstrip())] + f"**{_md(core)}**" + x.text[len(x.text.rstrip()):]
@@ -41,6 +41,8 @@ def _md_inline(x, in_table: bool = False) -> str:
         return _md(x.text) if x.ok else f"**{_md(x.text)}**"
     if isinstance(x, Aside):
         return f" ({_md(x.text)})"
+    if isinstance(x, Math):  # GitHub renders $...$ and $$...$$ (KaTeX); no Markdown escapes inside
+        return f"$$\n{x.latex}\n$$" if x.display else f"${x.latex}$"
     return _md(x)
 
 
@@ -50,6 +52,10 @@ def _md_details(d: Details) -> str:
 
 
 def _md_block(b, figures: set[str]) -> str:
+    if isinstance(b, Math):
+        return _md_inline(b)
+    if isinstance(b, Answer):
+        return "\n\n".join([f"### {_md(b.title)}", f"*{_md(b.question)}*"] + [_md_block(x, figures) for x in b.blocks])
     if isinstance(b, Para):
         return f"> {_md_inline(b.parts)}" if b.note else _md_inline(b.parts)
     if isinstance(b, Details):
