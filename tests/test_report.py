@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import html
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -18,17 +19,20 @@ import torch
 
 from softmaxlab import report
 from softmaxlab.mnist import records as runs
+from softmaxlab.mnist import summary as sums
 from softmaxlab.mnist.configs import TrainConfig
 from softmaxlab.mnist.models import mlp_param_count, width_table
 from softmaxlab.mnist.study import comparisons
 from softmaxlab.mnist.summary import BiasStudy, Check, Problem1, Run, Summary, WidthRow, misclassified, summarize
+from softmaxlab.report.document import acc_ci
 from softmaxlab.report.figures import FIGURES
 from softmaxlab.report.html import render_html
 from softmaxlab.report.markdown import render_markdown
 
 EVIL = "<script>alert(1)</script>"
 TABLE_IDS = ("q1-table", "q2-table", "q3-table", "q4-table", "gradcheck-table", "bias-table-mnist",
-             "bias-table-synthetic", "provenance-table")
+             "bias-table-synthetic", "provenance-table", "swap-table", "diag-table", "tuned-table",
+             "extension-runs-table")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -103,8 +107,45 @@ def make_study(n_test: int = 10_000) -> tuple[Summary, torch.Tensor]:
         q3=tuple(WidthRow(**r) for r in width_table(layers)), q4=tuple(q4), q4_fixed=tuple(fixed),
         runs=tuple(Run.of(r) for r in results),
         misclassified=misclassified([q1, *q4, *fixed], results, labels), wall_time_s=123.4,
-        **comparisons(q1, q2, q4, results, 814_090))
+        **comparisons(q1, q2, q4, results, 814_090), **extension(results, widths, prov))
     return summary, images
+
+
+def extension(protocol: list[dict], widths: dict, prov: dict) -> dict:
+    """The Summary fields of issue 17 from fake runs as the study makes them: diagnostic runs at L = 1 and 3 (seed 1
+    fails at L = 3: it stays on the plateau), the 2 x 2 swap grid at L = 3, the lr extension at 0.01 (the
+    protocol's runs) and 0.1 (L = 3 diverges once there)."""
+    def run(L, seed, acc, lr=0.01, init=None, data=None, diag=False, status="ok"):
+        cfg = dict(protocol[0]["config"], model="mlp", layers=L, width=widths[L], lr=lr, seed=seed, init_seed=init,
+                   data_seed=data, diagnostics=diag)
+        r = dict(run_id=runs.run_id(dict(cfg, device=None, threads=None)), name=f"mlp-L{L}-k{widths[L]}",
+                 model="mlp", layers=L, width=widths[L], params=814_000, seed=seed, precision="fp32", config=cfg,
+                 status=status, epochs_done=3, history=_history(acc, 3, seed), wall_time_s=9.0, train_time_s=8.0,
+                 device="cpu", threads=2, **prov)
+        if status == "ok":
+            r.update(test_acc=acc, val_acc=acc - 0.003 * (lr == 0.1), test_loss=0.2, val_loss=0.2, test_errors=[])
+        if diag:
+            stuck = acc < 0.5
+            r["diagnostics"] = [dict(step=50 * t, epoch=1, window=50, loss=2.3 if stuck or t < 3 else 2.3 / t,
+                                     dead=[0.01 * t * (1 + stuck)] * L, grad_norm=[0.1 * t] * (L + 1))
+                                for t in range(1, 7)]
+        return r
+
+    acc = {(1, 0): 0.978, (1, 1): 0.976, (3, 0): 0.970, (3, 1): 0.35}  # init seed a, data seed b at L = 3:
+    grid = {(0, 0): 0.970, (0, 1): 0.961, (1, 0): 0.41, (1, 1): 0.35}  # the init seed carries the spread
+    diag = [run(L, s, acc[L, s], init=s, data=s, diag=True) for L in (1, 3) for s in (0, 1)]
+    swap = [run(3, a, grid[a, b], init=a, data=b, diag=True) if a != b else diag[2 + a] for a in (0, 1)
+            for b in (0, 1)]
+    q4 = {(r["layers"], r["seed"]): r for r in protocol if r["model"] == "mlp" and r["width"] == widths[r["layers"]]}
+    tune = [q4[L, s] for L in (1, 2, 3) for s in (0, 1)]
+    tune += [run(L, s, q4[L, s]["test_acc"] + 0.006, lr=0.1, status="diverged" if (L, s) == (3, 1) else "ok")
+             for L in (1, 2, 3) for s in (0, 1)]
+    curves = sums.loss_curves(diag)
+    ids = {r["run_id"] for r in protocol}
+    return dict(loss_curves=curves, seed_diags=sums.seed_diags(curves), swap=sums.swap_grid(swap, 3, [0, 1]),
+                tuned=sums.tuned(tune, [1, 2, 3], [0.01, 0.1], 0.01),
+                extension_runs=tuple(Run.of(r) for r in {r["run_id"]: r for r in diag + swap + tune}.values()
+                                     if r["run_id"] not in ids))
 
 
 class _Page(HTMLParser):
@@ -299,3 +340,87 @@ def test_one_seed_and_no_fixed_width_still_render(tmp_path):
     page = _Page(paths["report.html"].read_text("utf-8"))
     assert "fixed width" not in page.tables["q4-table"][0]
     assert rows(page, "q1-table")[0]["test accuracy, % (mean ± 95% CI)"].endswith("± n/a")
+
+
+def test_why_seeds_differ_says_what_the_summary_says(study):
+    """The swap-grid sentence, the diagnostics table and the lr extension, read by named values."""
+    out, s, *_ = study
+    text = (out / "report.html").read_text("utf-8")
+    page = _Page(text)
+    g = s.swap
+    assert g.init_share > 0.9 > g.data_share  # the fake's init seed carries the spread
+    assert g.init_share + g.data_share + g.resid_share == pytest.approx(1)
+    assert (f"the initialisation carries {100 * g.init_share:.0f}%, the data order {100 * g.data_share:.0f}%"
+            in text and "the initialisation drives more of the spread than the data order" in text)
+    swap = {r["init seed"]: r for r in rows(page, "swap-table")}
+    assert swap["1"]["data 0"] == "41.00" and swap["1"]["row mean"] == "38.00" and swap["mean"]["data 1"] == "65.55"
+    diag = {r["seed"]: r for r in rows(page, "diag-table")}  # L = 3: seed 1 stays on the plateau
+    assert diag["1"]["failing"] == "yes" and diag["1"]["left the plateau at step"] == "never"
+    assert diag["0"]["failing"] == "no" and diag["0"]["left the plateau at step"] == "150"
+    assert diag["1"]["dead, % last"] == "12.00" and diag["0"]["grad norm first"] == "0.1"
+    tuned = {r["L"]: r for r in rows(page, "tuned-table")}
+    assert [tuned[L]["chosen lr"] for L in "123"] == ["0.1", "0.1", "0.01"]  # L = 3 diverged once at 0.1
+    assert tuned["3"]["val acc, % at lr 0.1"] == "diverged 1"
+    t1 = next(t for t in s.tuned if t.layers == 1)
+    assert tuned["1"]["chosen lr: test accuracy, % (mean ± 95% CI)"] == acc_ci(t1.test)
+    assert t1.test.test_acc_mean == pytest.approx(s.q4[0].test_acc_mean + 0.006)
+    assert tuned["1"]["lr 0.01: test accuracy, % (mean ± 95% CI)"] == acc_ci(s.q4[0])  # the protocol's own runs
+    assert "Extension: not the assignment's protocol." in html.unescape(text)
+    ext = rows(page, "extension-runs-table")
+    assert len(ext) == len(s.extension_runs) == 4 + 2 + 6  # diagnostic, the swap grid's off-diagonal, lr 0.1
+    assert {r["run id"] for r in ext}.isdisjoint(r.run_id for r in s.runs)
+    assert {f"run-{r.run_id}" for r in s.extension_runs} <= page.ids
+    md = (out / "report.md").read_text("utf-8")
+    assert "figures/loss_curves.png" in md and "figures/deep_diagnostics.png" in md
+
+
+def test_lr_choice_uses_validation_and_skips_diverged():
+    """The extension picks the lr of best mean validation accuracy among those without a diverged run."""
+    def r(L, lr, seed, val, test, status="ok"):
+        return dict(run_id=f"{L}{lr}{seed}", name=f"mlp-L{L}", model="mlp", layers=L, width=8, params=10,
+                    seed=seed, status=status, config=dict(lr=lr), val_acc=val, test_acc=test)
+    res = [r(1, 0.01, s, 0.90, 0.95) for s in (0, 1)] + [r(1, 0.1, s, 0.92, 0.80) for s in (0, 1)]
+    res += [r(1, 0.3, 0, 0.99, 0.99), r(1, 0.3, 1, None, None, "diverged")]
+    (t,) = sums.tuned(res, [1], [0.01, 0.1, 0.3], 0.01)
+    assert t.chosen_lr == 0.1 and t.test.test_acc_mean == pytest.approx(0.80)  # validation decides, not test
+    assert t.diverged == (0, 0, 1) and math.isnan(t.val_acc[2]) and t.protocol.test_acc_mean == pytest.approx(0.95)
+
+
+def test_swap_grid_decomposition():
+    """Additive rows and columns: the shares are their sums of squares; the residual is the interaction."""
+    rows_, cols = [0.0, 0.02, 0.10], [0.0, 0.01, -0.01]
+    res = [dict(test_acc=0.9 + a + b, config=dict(init_seed=i, data_seed=j)) for i, a in enumerate(rows_)
+           for j, b in enumerate(cols)]
+    g = sums.swap_grid(res, 8, [0, 1, 2])
+    m_r, m_c = sum(rows_) / 3, sum(cols) / 3
+    ss_r, ss_c = 3 * sum((a - m_r) ** 2 for a in rows_), 3 * sum((b - m_c) ** 2 for b in cols)
+    assert g.init_share == pytest.approx(ss_r / (ss_r + ss_c)) and g.resid_var == pytest.approx(0, abs=1e-15)
+    assert g.init_var == pytest.approx(ss_r / 3 / 2) and g.data_var == pytest.approx(ss_c / 3 / 2)
+    res[4]["test_acc"] += 0.03  # an interaction at (1, 1)
+    g = sums.swap_grid(res, 8, [0, 1, 2])
+    assert g.resid_share > 0 and g.init_share + g.data_share + g.resid_share == pytest.approx(1)
+    assert sums.swap_grid(res[:1], 8, [0]) is None
+
+
+def test_no_extension_no_section(tmp_path):
+    """--no-diagnose --tune-lrs none: no "why seeds differ" section, no diagnostic figures."""
+    summary, images = make_study(n_test=100)
+    s = dataclasses.replace(summary, loss_curves=(), seed_diags=(), swap=None, tuned=(), extension_runs=())
+    paths = report.write_report(tmp_path / "out", s, images)
+    assert "loss_curves.png" not in paths and "accuracy_vs_layers.png" in paths
+    page = _Page(paths["report.html"].read_text("utf-8"))
+    assert "q4-seeds" not in page.ids and "tuned-table" not in page.tables
+
+
+def test_summary_with_the_extension_loads_back_typed(study, tmp_path):
+    """summary.json with issue 17's fields reads back as the same typed Summary (the `report` command's input)."""
+    from softmaxlab.mnist.diagnostics import DiagPoint
+
+    _, s, *_ = study
+    runs.write_json(tmp_path / "a.json", s)
+    back = sums.load_summary(tmp_path / "a.json")
+    assert isinstance(back.loss_curves[0].points[0], DiagPoint) and back.loss_curves[0].steps == s.loss_curves[0].steps
+    assert isinstance(back.swap, sums.SwapGrid) and back.swap.acc == s.swap.acc
+    assert isinstance(back.tuned[0].test, sums.Arch) and isinstance(back.extension_runs[0], Run)
+    runs.write_json(tmp_path / "b.json", back)
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()

@@ -42,10 +42,15 @@ def test_quick_answers_every_question(quick):
     assert [r["width"] for r in s["q3"]] == [1024, 588, 469, 405, 362, 331, 308, 289]
     assert [r["layers"] for r in s["q4"]] == list(range(1, 9)) and s["q4_fixed"] is None
     assert all(r["ok"] for r in s["problem1"]["gradcheck"])
-    assert len(s["runs"]) == 9  # Q2 and Q4's L = 1 are one run
+    assert len(s["runs"]) == 9  # the protocol's: Q2 and Q4's L = 1 are one run
+    # --quick's diagnostic runs (L = 1, 4, 8; the 1 x 1 swap grid is their L = 8 run) and its 2-lr extension
+    assert [(c["layers"], c["seed"]) for c in s["loss_curves"]] == [(1, 0), (4, 0), (8, 0)] and s["swap"] is None
+    assert [t["lrs"] for t in s["tuned"]] == [[0.01, 0.03]] * 8 and len(s["extension_runs"]) == 3 + 8
+    for fig in ("loss_curves", "deep_diagnostics"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
     assert "Q1 linear" in p.stdout and "report:" in p.stdout
     csv = (out / "results.csv").read_text().splitlines()
-    assert len(csv) == 10 and len(set(csv)) == 10
+    assert len(csv) == 21 and len(set(csv)) == 21
 
 
 def test_interrupted_study_resumes_to_the_same_report(quick, mnist_dir):

@@ -67,6 +67,9 @@ class TrainConfig:
     batch_size: int = opt(64, "Examples per SGD step.")
     epochs: int = opt(5, "Passes over the 50,000 training images.")
     seed: int = opt(0, "Seeds the initialisation and the per-epoch shuffle.")
+    init_seed: Optional[int] = opt(None, "Seeds the initialisation only; None: `seed` (the assignment's protocol).")
+    data_seed: Optional[int] = opt(None, "Seeds the per-epoch shuffle only; None: `seed` (the assignment's "
+                                   "protocol).")
     normalize: bool = opt(False, "Standardise pixels (mean 0.1307, std 0.3081) instead of the assignment's "
                           "plain /255.")
     train_subset: Optional[int] = opt(None, "Train on the first N examples of the training split only (smoke "
@@ -83,6 +86,10 @@ class TrainConfig:
                                  "run's identity.")
     cuda_graph: bool = opt(True, "On CUDA, replay each full-batch SGD step as one CUDA graph (no per-step "
                            "launches or syncs). Not part of the run's identity.")
+    diagnostics: bool = opt(False, """Record, every 50 steps (diagnostics.DIAG_EVERY), the mean training loss, the
+        dead-ReLU fraction per hidden layer and the weight-gradient norm per layer (mnist/diagnostics.py). The
+        metrics are bitwise those of the run without it (on CUDA it trains without the CUDA graph); its own
+        record.""")
 
     def validate(self) -> TrainConfig:
         def bad(name, fix):
@@ -101,8 +108,10 @@ class TrainConfig:
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not math.isfinite(self.lr) \
                 or self.lr <= 0:
             bad("lr", "pass a finite learning rate > 0")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            bad("seed", "pass an integer >= 0")
+        for name in ("seed", "init_seed", "data_seed"):
+            v = getattr(self, name)
+            if not (v is None and name != "seed") and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                bad(name, "pass an integer >= 0" + ("" if name == "seed" else ", or leave it unset for --seed"))
         for name in ("train_subset", "eval_subset"):
             if not positive(getattr(self, name), none_ok=True):
                 bad(name, "pass a positive integer or leave it unset")
@@ -120,16 +129,30 @@ class TrainConfig:
             width_for_budget(self.layers, self.budget)  # a budget too small for L layers: say so before any work
         return self
 
+    def seeds(self) -> tuple[int, int]:
+        """(init seed, data seed): init_seed and data_seed where set, else seed."""
+        return (self.seed if self.init_seed is None else self.init_seed,
+                self.seed if self.data_seed is None else self.data_seed)
+
     def identity(self) -> dict:
-        """The fields that decide the result (device, threads and cuda_graph only decide the speed)."""
+        """The fields that decide the result (device, threads and cuda_graph only decide the speed).
+
+        A field added after the first studies is left out at its default (init_seed/data_seed None,
+        diagnostics False), so every run recorded before it keeps its run id."""
         d = dataclasses.asdict(self)
         for name in ("device", "threads", "cuda_graph"):
             d.pop(name)
+        for name, default in NEW_FIELDS.items():
+            if d[name] is default:
+                d.pop(name)
         if self.model == "linear":
             d["layers"], d["width"] = 0, 0
         elif self.width is None:  # width=None and the width it resolves to are the same run
             d["width"] = width_for_budget(self.layers, self.budget)
         return d
+
+
+NEW_FIELDS = dict(init_seed=None, data_seed=None, diagnostics=False)  # out of the identity at these defaults
 
 
 def protocol(base: TrainConfig) -> dict:
@@ -171,6 +194,10 @@ class SweepConfig:
                 for L in parse_range(self.layers, "layers", 1) for s in seeds]
 
 
+DIAG_LAYERS = (1, 4, 8)  # depths of the diagnostic runs: Q4's shallowest, a middle one, its deepest
+SWAP_SEEDS = 5  # the swap grid is min(SWAP_SEEDS, seeds)^2 runs (the diagonal shared with the diagnostic runs)
+
+
 @dataclass(frozen=True)
 class ReproduceConfig:
     seeds: int = opt(3, "Seeds per architecture (0 .. seeds-1); the CIs are over these.")
@@ -190,16 +217,40 @@ class ReproduceConfig:
     threads: Optional[int] = opt(None, "torch intra-op threads; None: torch's default.")
     track: str = opt("none", TRACK_HELP + " The report goes to MLflow as an artifact.")
     workers: Optional[int] = opt(None, WORKERS_HELP)
+    diagnose: bool = opt(True, """Also train the diagnostic runs of "Q4: why seeds differ" (--diagnostics runs,
+        separate records): L = 1, 4, 8 (those in --layers) for every seed, and at the deepest of them the swap grid,
+        initialisation seed a x data-order seed b for a, b < min(5, seeds).""")
+    tune_lrs: str = opt("0.01,0.03,0.1,0.3", """Extension, not the assignment's protocol: for each L of Q4, the
+        equal-parameter MLP at each of these learning rates (runs at the protocol's lr are its own runs), the lr
+        with the best mean validation accuracy chosen per L, its test accuracy reported. none: off. --quick
+        keeps the first two.""")
+    tune_seeds: int = opt(5, "Seeds 0 .. tune_seeds-1 of the lr extension (capped at --seeds).")
 
     def resolved(self) -> ReproduceConfig:
-        for name, lo in (("seeds", 1), ("epochs", 1), ("bias_classes", 2)):  # checked before --quick replaces them
+        self.lrs()  # a bad grid: say so first
+        # checked before --quick replaces them
+        for name, lo in (("seeds", 1), ("epochs", 1), ("bias_classes", 2), ("tune_seeds", 1)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise SoftmaxlabError(f"--{name.replace('_', '-')} {v!r} is invalid: pass "
                                       f"{'a positive integer' if lo == 1 else f'an integer >= {lo}'}")
         if self.quick:
-            return dataclasses.replace(self, seeds=1, epochs=1, bias_classes=min(self.bias_classes, 10_000))
+            return dataclasses.replace(self, seeds=1, epochs=1, bias_classes=min(self.bias_classes, 10_000),
+                                       tune_lrs=",".join(str(lr) for lr in self.lrs()[:2]) or "none")
         return self
+
+    def lrs(self) -> list[float]:
+        """The extension's learning-rate grid, in the given order, each once; [] when it is off."""
+        if isinstance(self.tune_lrs, str) and self.tune_lrs.strip().lower() == "none":
+            return []
+        try:
+            lrs = [float(v) for v in self.tune_lrs.split(",")]
+        except (ValueError, AttributeError):
+            lrs = []
+        if not lrs or not all(math.isfinite(lr) and lr > 0 for lr in lrs):
+            raise SoftmaxlabError(f"--tune-lrs {self.tune_lrs!r} is invalid: pass learning rates > 0 like "
+                                  f"0.01,0.1, or none for no extension")
+        return list(dict.fromkeys(lrs))
 
     def base(self) -> TrainConfig:
         sub = dict(train_subset=5000, eval_subset=2000) if self.quick else {}
@@ -221,4 +272,15 @@ class ReproduceConfig:
         )
         if self.with_fixed_width:
             plan["q4_fixed"] = [mlp(L, 1024, s) for L in layers for s in seeds]
+        # why seeds differ: diagnostics runs (their own records), then init seed a x data seed b at the deepest
+        diag = [L for L in DIAG_LAYERS if L in layers]
+        if self.diagnose and diag:
+            d = lambda L, a, b: dataclasses.replace(mlp(L, width_for_budget(L, base.budget), a), init_seed=a,
+                                                    data_seed=b, diagnostics=True)
+            plan["diag"] = [d(L, s, s) for L in diag for s in seeds]
+            swap = range(min(SWAP_SEEDS, self.seeds))
+            plan["swap"] = [d(diag[-1], a, b) for a in swap for b in swap]  # the diagonal is in "diag"
+        # the extension: per-L learning rate, chosen on validation; at the protocol's lr these are q4's runs
+        plan["tune"] = [dataclasses.replace(mlp(L, width_for_budget(L, base.budget), s), lr=lr)
+                        for L in layers for lr in self.lrs() for s in range(min(self.tune_seeds, self.seeds))]
         return plan

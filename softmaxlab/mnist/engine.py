@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import MEAN, STD, Split, to_float
+from .diagnostics import weight_grad_norm
 
 # Evaluation batch: large enough for efficient GEMMs, small enough that a process's activations stay in the
 # tens of MB (10,000 took 0.15 s and +170 MB of peak RSS per pass for 784-1024-10; 2,000 takes 0.13 s).
@@ -130,8 +131,12 @@ class Engine:
             )
         return self._bufs[B]
 
-    def step(self, xb: torch.Tensor, yb: torch.Tensor, loss_out: torch.Tensor) -> None:
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, loss_out: torch.Tensor,
+             grad_norms: torch.Tensor | None = None) -> None:
         """One SGD step on a batch: xb uint8 (B, 784), yb int64 (B,).
+
+        grad_norms (n_layers,): where given, layer l's ||dL/dW_l||_F before the update is written to it
+        (diagnostics.py; it reads the step's tensors, never writes them: the step's numbers are unchanged).
 
         Writes the mean cross-entropy to loss_out (a 0-d tensor). No host sync, no allocation but small
         (B, 10) temporaries, so it can be captured in a CUDA graph. In bf16 the hidden layers' GEMMs
@@ -164,6 +169,8 @@ class Engine:
         for l in range(self.n - 1, -1, -1):
             if l < self.n - 1 and self.low[l] != self.low[l + 1]:  # the head's fp32 gradient, rounded to bf16
                 g = rnd(buf["g"][l].copy_(g), l)
+            if grad_norms is not None:
+                grad_norms[l] = weight_grad_norm(g, acts[l])
             if l > 0:  # the input's gradient, with the weights before this step's update
                 da = rnd(torch.mm(g, self.Wc[l], out=buf["da"][l]), l)
             if not self.low[l]:

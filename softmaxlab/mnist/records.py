@@ -309,7 +309,9 @@ def provenance() -> dict:
 
 CSV_FIELDS = ["run_id", "name", "model", "layers", "width", "params", "seed", "precision", "status",
               "test_acc", "test_loss", "val_acc", "val_loss", "epochs_done", "wall_time_s", "train_time_s",
-              "device"]
+              "device", "lr", "init_seed", "data_seed", "diagnostics"]
+# from the config, which of an architecture's runs at one seed this is; the value where a record predates the field
+CONFIG_COLUMNS = dict(lr=None, init_seed=None, data_seed=None, diagnostics=False)
 
 
 def results_csv(results: list[dict]) -> str:
@@ -317,5 +319,5 @@ def results_csv(results: list[dict]) -> str:
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in sorted(results, key=lambda r: (r["name"], r["seed"], r["run_id"])):
-        w.writerow(r)
+        w.writerow(dict(r, **{k: r["config"].get(k, v) for k, v in CONFIG_COLUMNS.items()}))
     return buf.getvalue()

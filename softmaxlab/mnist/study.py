@@ -35,8 +35,12 @@ from .summary import (
     Summary,
     WidthRow,
     load_summary,
+    loss_curves,
     misclassified,
+    seed_diags,
     summarize,
+    swap_grid,
+    tuned,
 )
 from .train import init_model, train
 
@@ -91,15 +95,25 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, tracker=None, prog
     base = cfg.base()
     q1, q2 = summarize(by_q["q1"])[0], summarize(by_q["q2"])[0]
     archs = list({a.name: a for a in [q1, q2, *q4, *(fixed or [])]}.values())
+    # the protocol's runs answer Q1-Q4; the others (diagnostic, lr extension) only their own sections
+    protocol_runs = {r["run_id"]: r for q in ("q1", "q2", "q4", "q4_fixed") for r in by_q.get(q, [])}
+    curves = loss_curves(by_q.get("diag", []))
+    layers = parse_range(cfg.layers, "layers", 1)
+    swap = by_q.get("swap", [])
+    swap_seeds = sorted({r["config"]["init_seed"] for r in swap})
     summary = Summary(
         protocol=base, config=dataclasses.asdict(cfg), seeds=cfg.seeds, quick=cfg.quick, budget=base.budget,
         provenance=records.provenance(), problem1=problem1, q1=q1, q2=q2,
-        q3=tuple(WidthRow(**r) for r in width_table(parse_range(cfg.layers, "layers", 1), base.budget)),
+        q3=tuple(WidthRow(**r) for r in width_table(layers, base.budget)),
         q4=tuple(q4), q4_fixed=tuple(fixed) if fixed is not None else None,
-        runs=tuple(Run.of(r) for r in results.values()),
-        misclassified=misclassified(archs, list(results.values()), data.test.y),
+        runs=tuple(Run.of(r) for r in protocol_runs.values()),
+        misclassified=misclassified(archs, list(protocol_runs.values()), data.test.y),
         wall_time_s=sum(r["wall_time_s"] for r in results.values()) + problem1.wall_time_s,
-        **comparisons(q1, q2, q4, list(results.values()), base.budget),
+        **comparisons(q1, q2, q4, list(protocol_runs.values()), base.budget),  # never the extension's runs
+        loss_curves=curves, seed_diags=seed_diags(curves),
+        swap=swap_grid(swap, swap[0]["layers"], swap_seeds) if swap else None,
+        tuned=tuned(by_q["tune"], layers, cfg.lrs(), base.lr) if by_q["tune"] else (),
+        extension_runs=tuple(Run.of(r) for rid, r in results.items() if rid not in protocol_runs),
     )
     records.write_json(out / "summary.json", summary)
     return summary, data

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ..errors import SoftmaxlabError
 from .configs import TrainConfig
 from .data import Data, to_float
+from .diagnostics import PROBE, Recorder
 from .engine import Engine, _capture, _no_denormals, resolve_device
 from .models import build, param_count
 from .records import load_checkpoint, save_checkpoint
@@ -26,9 +27,9 @@ CHECK_EVERY = 32  # CPU steps between finiteness checks: a diverged run stops wi
 
 
 def init_model(cfg: TrainConfig):
-    """The model and its hidden width, seeded, independent of the global RNG's state."""
+    """The model and its hidden width, seeded (init_seed, else seed), independent of the global RNG's state."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seeds()[0])
         return build(cfg.model, cfg.layers, cfg.width, cfg.init, cfg.budget)
 
 
@@ -53,8 +54,8 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
         torch.set_num_threads(cfg.threads)
     dev = resolve_device(cfg.device)
     model, width = init_model(cfg)
-    rng = torch.Generator().manual_seed(cfg.seed)  # the shuffle order; on the CPU so it is the same on every device
-    history, start, train_time = [], 0, 0.0
+    rng = shuffle_rng(cfg)
+    history, start, train_time, points = [], 0, 0.0, []
     if checkpoint is not None and os.path.exists(checkpoint):
         ck = load_checkpoint(checkpoint)
         try:
@@ -64,6 +65,7 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
                                   f"({' '.join(str(e).split())[:100]}): delete it to restart that run") from None
         rng.set_state(ck["shuffle_rng"])
         history, start, train_time = list(ck["history"]), ck["epoch"], ck["train_time_s"]
+        points = list(ck["diagnostics"]) if cfg.diagnostics else []
     train_split = data.train.head(cfg.train_subset).to(dev)
     val_split, test_split = data.val.head(cfg.eval_subset).to(dev), data.test.head(cfg.eval_subset).to(dev)
     n, bs = len(train_split.y), cfg.batch_size
@@ -75,6 +77,7 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
     bar = _bar(progress, cfg.epochs * steps, start * steps,
                "linear" if cfg.model == "linear" else f"mlp L={cfg.layers} k={width}")
     graph, graph_error, diverged = None, None, None
+    diag = Recorder(to_float(val_split.x[:PROBE], cfg.normalize), eng.n, points) if cfg.diagnostics else None
 
     with _no_denormals(dev):
         for epoch in range(start, cfg.epochs):
@@ -84,7 +87,8 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
             torch.index_select(train_split.x, 0, perm, out=xs)
             torch.index_select(train_split.y, 0, perm, out=ys)
             # train: CUDA replays one captured step per full batch; elsewhere the step runs eagerly, with a
-            # finiteness check every CHECK_EVERY steps (on the CPU a check is not a sync)
+            # finiteness check every CHECK_EVERY steps (on the CPU a check is not a sync) and, with --diagnostics,
+            # a diagnostics point every DIAG_EVERY steps (diagnostics.py)
             if graph is None and graph_error is None and full > 0 and _use_graph(dev, cfg):
                 graph, graph_error = _capture(eng, xs, ys, losses, bs)
             done = steps
@@ -98,7 +102,10 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
                     bar.update(steps)
             else:
                 for s in range(steps):
-                    eng.step(xs[s * bs:(s + 1) * bs], ys[s * bs:(s + 1) * bs], losses[s])
+                    norms = diag.due(s, steps) if diag is not None else None  # a diagnostics point: the buffer
+                    eng.step(xs[s * bs:(s + 1) * bs], ys[s * bs:(s + 1) * bs], losses[s], norms)
+                    if norms is not None:
+                        diag.record(eng, epoch, s, steps, losses)
                     if bar is not None:
                         bar.update(1)
                     if dev.type == "cpu" and (s + 1) % CHECK_EVERY == 0 and not torch.isfinite(losses[:s + 1]).all():
@@ -119,7 +126,8 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
             if checkpoint is not None:
                 save_checkpoint(checkpoint, dict(epoch=epoch + 1, model=eng.state_dict(model),
                                                  shuffle_rng=rng.get_state(), history=history,
-                                                 train_time_s=train_time))
+                                                 train_time_s=train_time,
+                                                 **({"diagnostics": diag.points} if diag is not None else {})))
             if on_epoch is not None:
                 on_epoch(rec)
     if bar is not None:
@@ -134,6 +142,8 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
                train_time_s=train_time, device=str(dev), threads=torch.get_num_threads())
     if dev.type == "cuda":
         out.update(cuda_graph=graph is not None, **({"cuda_graph_error": graph_error} if graph_error else {}))
+    if diag is not None:
+        out["diagnostics"] = diag.points
     if any(eng.low):
         out["bf16_gemm"] = "emulated" if eng.emulate else "native"
     if diverged is not None:
@@ -144,8 +154,14 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
                 val_loss=history[-1]["val_loss"], test_errors=[[int(j), int(test["pred"][j])] for j in wrong])
 
 
+def shuffle_rng(cfg: TrainConfig) -> torch.Generator:
+    """The per-epoch shuffle's generator (data_seed, else seed); on the CPU, so the order is the same on every
+    device."""
+    return torch.Generator().manual_seed(cfg.seeds()[1])
+
+
 def _use_graph(dev: torch.device, cfg: TrainConfig) -> bool:
-    return dev.type == "cuda" and cfg.cuda_graph
+    return dev.type == "cuda" and cfg.cuda_graph and not cfg.diagnostics  # diagnostics: points between steps
 
 
 def _bar(enabled: bool, total: int, initial: int, desc: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from ..mnist.summary import Arch, Summary
+from ..mnist.summary import DIAG_EVERY, ESCAPE_LOSS, FAIL_GAP, PROBE, Arch, Summary
 from .answers import answers_section
 from .document import (
     Aside,
@@ -33,6 +33,7 @@ ACC = "test accuracy, % (mean ± 95% CI)"
 def document(s: Summary) -> tuple[list, list[Section]]:
     """(intro blocks, sections) of the report."""
     return intro(s), [answers_section(s), problem1_section(s), q12_section(s), q3_section(s), q4_section(s),
+                      *why_seeds_section(s),
                       curves_section(), misclassified_section(s), provenance_section(s)]
 
 
@@ -191,9 +192,101 @@ def q4_section(s: Summary) -> Section:
         worst = min((a for a in s.q4 if not math.isnan(a.test_acc_mean)), key=lambda a: (a.test_acc_mean, a.layers))
         blocks.append(Para([f"At equal parameters the best depth is L = {best.layers} ({acc_text(best)}), the worst "
                             f"L = {worst.layers} ({acc_text(worst)})."]))
-    blocks.append(Figure("accuracy_vs_layers", "Test accuracy against depth L, mean over seeds with 95% CI error "
-                         "bars; the band is the linear classifier (Q1), mean ± 95% CI."))
+    caption = ("Test accuracy against depth L: every seed a point (jittered), the mean with 95% t-interval error "
+               "bars, the median a bar; the band is the linear classifier (Q1), mean ± 95% CI.")
+    if any(t.test is not None for t in s.tuned):
+        caption += (" Dotted: the extension (not the assignment's protocol), each L at the learning rate chosen on "
+                    "validation (section \"Q4: why seeds differ\").")
+    blocks.append(Figure("accuracy_vs_layers", caption))
     return Section("q4", "Q4: test accuracy vs depth", blocks)
+
+
+def why_seeds_section(s: Summary) -> list[Section]:
+    """Q4's spread over seeds: the swap grid's decomposition, the diagnostic runs, the per-L lr extension.
+    No section when the study trained none of them (--no-diagnose, --tune-lrs none)."""
+    blocks: list = [*_swap_blocks(s), *_diag_blocks(s), *_tuned_blocks(s)]
+    if blocks:
+        blocks += _extension_runs(s)
+    return [Section("q4-seeds", "Q4: why seeds differ", blocks)] if blocks else []
+
+
+def _swap_blocks(s: Summary) -> list:
+    g = s.swap
+    if g is None:
+        return []
+    n, pp2 = len(g.seeds), lambda v: fmt(1e4 * v, ".3g")  # variances of fractions, in (percentage points)^2
+    if math.isnan(g.init_share):
+        lead = Para([Strong("Initialisation or data order? "), f"A run of the {n} × {n} grid at L = {g.layers} "
+                     "diverged: no decomposition."])
+    else:
+        big, small = (("initialisation", "data order") if g.init_share >= g.data_share
+                      else ("data order", "initialisation"))
+        lead = Para([Strong("Initialisation or data order? "), f"At L = {g.layers}, the {n} × {n} grid crosses "
+                     f"initialisation seeds a with data-order (shuffle) seeds b, {n * n} runs. The variance of the "
+                     f"initialisation seeds' mean test accuracy (rows) is {pp2(g.init_var)} pp², that of the data "
+                     f"orders' (columns) {pp2(g.data_var)} pp², the residual (interaction) {pp2(g.resid_var)} pp²; "
+                     f"of the grid's total sum of squares the initialisation carries {pct(g.init_share, 0)}%, the "
+                     f"data order {pct(g.data_share, 0)}% and the residual {pct(g.resid_share, 0)}%: the {big} "
+                     f"drives more of the spread than the {small}."])
+    rows = [[fmt_int(a), *[pct(v) for v in g.acc[i]], pct(sum(g.acc[i]) / n)] for i, a in enumerate(g.seeds)]
+    rows.append(["mean", *[pct(sum(r[j] for r in g.acc) / n) for j in range(n)], pct(sum(map(sum, g.acc)) / n / n)])
+    return [lead, Table("swap-table", f"Test accuracy, %, at L = {g.layers}: initialisation seed (rows) × data-order "
+                        "seed (columns)", ["init seed", *[f"data {b}" for b in g.seeds], "row mean"], rows)]
+
+
+def _diag_blocks(s: Summary) -> list:
+    if not s.loss_curves:
+        return []
+    blocks: list = [Figure("loss_curves", f"Training loss (mean over each {DIAG_EVERY}-step window) against step for "
+                           "every seed of the diagnostic runs (initialisation seed = data seed = seed: the protocol's "
+                           f"numbers); failing seeds (test accuracy more than {pct(FAIL_GAP, 0)} pp below the best "
+                           "seed at that depth) in red.")]
+    if not s.seed_diags:
+        return blocks
+    deep = max(d.layers for d in s.seed_diags)
+    mean = lambda xs: sum(xs) / len(xs) if xs else math.nan
+    caption = (f"L = {deep}: each seed's exit from the plateau (the first window under {fmt(ESCAPE_LOSS, 'g')} nats), "
+               f"dead ReLUs (units silent on all {fmt_int(PROBE)} probe images, mean over hidden layers) and the first "
+               "layer's gradient norm, at the first and the last point")
+    headers = ["seed", "test acc, %", "failing", "left the plateau at step", "dead, % first", "dead, % last",
+               "grad norm first", "grad norm last", "run"]
+    rows = [[fmt_int(d.seed), pct(d.test_acc), "yes" if d.failing else "no",
+             "never" if d.escape_step is None else fmt_int(d.escape_step), pct(mean(d.dead_first)),
+             pct(mean(d.dead_last)), fmt(d.grad_first[0], ".3g"), fmt(d.grad_last[0], ".3g"),
+             Link(d.run_id, f"run-{d.run_id}")]
+            for d in sorted((d for d in s.seed_diags if d.layers == deep), key=lambda d: d.seed)]
+    return blocks + [Table("diag-table", caption, headers, rows),
+                     Figure("deep_diagnostics", f"L = {deep}: dead-ReLU fraction and the first layer's weight-gradient "
+                            "norm against step, failing seeds in red.")]
+
+
+def _tuned_blocks(s: Summary) -> list:
+    if not s.tuned:
+        return []
+    lrs = s.tuned[0].lrs
+    rows = [[fmt_int(t.layers), "n/a" if t.chosen_lr is None else fmt(t.chosen_lr, "g"),
+             *[f"diverged {d}" if d else pct(v) for v, d in zip(t.val_acc, t.diverged)],
+             "n/a" if t.test is None else acc_ci(t.test), "n/a" if t.protocol is None else acc_ci(t.protocol),
+             fmt_int(t.test.n if t.test is not None else 0)] for t in s.tuned]
+    return [Para([Strong("Extension: not the assignment's protocol. "), "For each L the equal-parameter MLP is "
+                  f"trained at learning rates {', '.join(fmt(lr, 'g') for lr in lrs)} over the same seeds; the lr "
+                  "with the best mean validation accuracy is chosen per L (the test set plays no part in the "
+                  "choice; an lr with a diverged run is not chosen), and its test accuracy is reported."]),
+            Table("tuned-table", "Extension (not the assignment's protocol): per-L learning rate chosen on "
+                  "validation", ["L", "chosen lr", *[f"val acc, % at lr {fmt(lr, 'g')}" for lr in lrs],
+                                 "chosen lr: " + ACC, f"lr {fmt(s.protocol.lr, 'g')}: " + ACC, "n"], rows)]
+
+
+def _extension_runs(s: Summary) -> list:
+    runs = sorted(s.extension_runs, key=lambda r: (r.name, r.lr, r.init_seed, r.data_seed, r.seed, r.run_id))
+    if not runs:
+        return []
+    rows = [[Code(r.run_id), r.name, fmt(r.lr, "g"), fmt_int(r.seed if r.init_seed is None else r.init_seed),
+             fmt_int(r.seed if r.data_seed is None else r.data_seed), "yes" if r.diagnostics else "no",
+             Badge(r.status, r.status == "ok"), pct(r.test_acc), pct(r.val_acc)] for r in runs]
+    return [Table("extension-runs-table", "Runs of this section that are not protocol runs (records under runs/)",
+                  ["run id", "name", "lr", "init seed", "data seed", "diagnostics", "status", "test acc, %",
+                   "val acc, %"], rows, [f"run-{r.run_id}" for r in runs])]
 
 
 def curves_section() -> Section:

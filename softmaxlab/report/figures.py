@@ -1,4 +1,4 @@
-"""Every figure: the report's five, from the Summary, and the bias plot `sampled bias --plot` shares with it.
+"""Every figure: the report's seven, from the Summary, and the bias plot `sampled bias --plot` shares with it.
 
 Each figure comes back as (PNG, SVG) bytes without timestamps or version strings: same data, same bytes.
 """
@@ -14,10 +14,12 @@ from ..bias import ESTIMATORS
 from ..errors import SoftmaxlabError
 from ..mnist.models import mlp_param_count
 from ..mnist.records import atomic_write
-from ..mnist.summary import Arch, BiasStudy, Summary
+from ..mnist.summary import FAIL_GAP, Arch, BiasStudy, Summary
 from .document import acc_text, fmt_int
 
-FIGURES = ("accuracy_vs_layers", "params_vs_layers", "learning_curves", "bias_vs_k", "misclassified")
+FIGURES = ("accuracy_vs_layers", "params_vs_layers", "learning_curves", "bias_vs_k", "misclassified", "loss_curves",
+           "deep_diagnostics")
+NEEDS_DIAGNOSTICS = ("loss_curves", "deep_diagnostics")  # drawn when the study has diagnostic runs
 MISCLASSIFIED_GRID = (2, 12)  # rows x columns of digits per model
 RC = {
     "svg.hashsalt": "softmaxlab",  # fixed ids in the SVG: same figure, same bytes
@@ -32,6 +34,7 @@ RC = {
     "figure.dpi": 100,
 }
 C_LINEAR, C_EQUAL, C_FIXED = "#6e7781", "#0969da", "#d1242f"
+C_TUNED = "#8250df"
 C_ESTIMATOR = dict(zip(ESTIMATORS, ("#d1242f", "#0969da", "#1a7f37")))
 
 
@@ -60,9 +63,11 @@ def make_figures(s: Summary, test_images) -> dict[str, tuple[bytes, bytes]]:
     plt = _plt()
     makers = dict(accuracy_vs_layers=lambda: accuracy_vs_layers(s), params_vs_layers=lambda: params_vs_layers(s),
                   learning_curves=lambda: learning_curves(s), bias_vs_k=lambda: bias_vs_k(s.problem1.bias),
-                  misclassified=lambda: misclassified(s, test_images))
+                  misclassified=lambda: misclassified(s, test_images), loss_curves=lambda: loss_curves(s),
+                  deep_diagnostics=lambda: deep_diagnostics(s))
+    skip = {*(() if s.misclassified else ("misclassified",)), *(() if s.loss_curves else NEEDS_DIAGNOSTICS)}
     with plt.rc_context(RC):
-        return {name: _save(makers[name]()) for name in FIGURES if name != "misclassified" or s.misclassified}
+        return {name: _save(makers[name]()) for name in FIGURES if name not in skip}
 
 
 def plot_bias(study: BiasStudy, path) -> None:
@@ -79,23 +84,46 @@ def _column(archs: list[Arch], attr: str, scale: float = 1.0):
     return np.array([getattr(a, attr) * scale for a in archs], dtype=float)
 
 
+def _seed_accs(s: Summary, a: Arch) -> np.ndarray:
+    """Test accuracies (%) of an architecture's protocol runs that finished."""
+    return np.array([100 * r.test_acc for r in s.runs_of(a.name) if r.test_acc is not None], dtype=float)
+
+
 def accuracy_vs_layers(s: Summary):
+    """Every seed a jittered point, the mean with its 95% t interval, the median; the extension's and the
+    fixed-width curves labelled."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
     q1 = s.q1
     if not math.isnan(q1.test_acc_mean):
         if not math.isnan(q1.test_acc_ci):
             ax.axhspan(100 * (q1.test_acc_mean - q1.test_acc_ci), 100 * (q1.test_acc_mean + q1.test_acc_ci),
                        color=C_LINEAR, alpha=0.18, lw=0)
         ax.axhline(100 * q1.test_acc_mean, color=C_LINEAR, lw=1.2, ls="--", label=f"linear (Q1): {acc_text(q1)}")
-    curves = [("equal parameters (Q4)", s.q4, C_EQUAL, "o")]
+    curves = [("equal parameters (Q4): mean, 95% CI", s.q4, C_EQUAL, "o", 0.0)]
     if s.q4_fixed:
-        curves.append(("width 1024 for every L", s.q4_fixed, C_FIXED, "s"))
-    for label, archs, color, marker in curves:
+        curves.append(("width 1024 for every L", s.q4_fixed, C_FIXED, "s", 0.12))
+    jitter = np.random.default_rng(0)  # fixed: same figure, same bytes
+    for label, archs, color, marker, dx in curves:
         archs = sorted(archs, key=lambda a: a.layers)
-        ax.errorbar(_column(archs, "layers"), _column(archs, "test_acc_mean", 100),
-                    yerr=np.nan_to_num(_column(archs, "test_acc_ci", 100)), color=color, marker=marker, ms=5,
-                    lw=1.6, capsize=3, label=label)
+        x = _column(archs, "layers") + dx
+        ax.errorbar(x, _column(archs, "test_acc_mean", 100), yerr=np.nan_to_num(_column(archs, "test_acc_ci", 100)),
+                    color=color, marker=marker, ms=5, lw=1.6, capsize=3, label=label)
+        for xi, a in zip(x, archs):
+            ys = _seed_accs(s, a)
+            ax.plot(xi + jitter.uniform(-0.09, 0.09, len(ys)), ys, ls="none", marker=".", ms=4, alpha=0.45,
+                    color=color)
+            if len(ys):
+                ax.plot([xi - 0.14, xi + 0.14], [np.median(ys)] * 2, color=color, lw=2.2, solid_capstyle="butt")
+    tuned = sorted((t for t in s.tuned if t.test is not None and not math.isnan(t.test.test_acc_mean)),
+                   key=lambda t: t.layers)
+    if tuned:
+        x = np.array([t.layers for t in tuned], dtype=float) - 0.12
+        ax.errorbar(x, [100 * t.test.test_acc_mean for t in tuned], yerr=np.nan_to_num(
+            [100 * t.test.test_acc_ci for t in tuned]), color=C_TUNED, marker="D", ms=4.5, lw=1.4, ls=":",
+            capsize=3, label="extension (not the protocol): lr chosen on validation")
+    ax.plot([], [], ls="none", marker=".", color=C_LINEAR, label="one seed")
+    ax.plot([], [], lw=2.2, color=C_LINEAR, label="median")
     ax.set_xlabel("hidden layers L")
     ax.set_ylabel("test accuracy, %")
     if ax.get_ylim()[1] > 100:  # a wide CI (few seeds) must not suggest accuracies over 100%
@@ -106,8 +134,58 @@ def accuracy_vs_layers(s: Summary):
         ax.set_title("Test accuracy vs depth (one seed: no confidence interval)")
     else:
         n = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}..{ns[-1]}"
-        ax.set_title(f"Test accuracy vs depth (mean over seeds, {n}; bars: 95% CI)")
-    fig.legend(loc="outside lower center", ncol=3, fontsize=9)
+        ax.set_title(f"Test accuracy vs depth (points: seeds; mean, {n}, with 95% t CI; median)")
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8.5)
+    return fig
+
+
+def _by_fate(s: Summary, layers: int) -> dict[int, bool]:
+    """seed -> failing, for the diagnostic runs at one depth."""
+    return {d.seed: d.failing for d in s.seed_diags if d.layers == layers}
+
+
+def loss_curves(s: Summary):
+    """Training loss (window means of diagnostics.DIAG_EVERY steps) against step, every seed, a panel per depth."""
+    plt = _plt()
+    depths = sorted({c.layers for c in s.loss_curves})
+    fig, axes = plt.subplots(1, len(depths), figsize=(4.2 * len(depths) + 0.6, 3.9), squeeze=False,
+                             layout="constrained", sharey=True)
+    for ax, L in zip(axes[0], depths):
+        fate = _by_fate(s, L)
+        for c in (c for c in s.loss_curves if c.layers == L):
+            ax.plot(c.steps, c.losses, lw=1.1, alpha=0.85, color=C_FIXED if fate.get(c.seed) else C_EQUAL)
+        ax.axhline(math.log(10), color=C_LINEAR, ls="--", lw=1)  # chance level: the plateau
+        ax.set_title(f"L = {L} (k = {next(c.width for c in s.loss_curves if c.layers == L)})")
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel("training loss, nats (window mean)")
+    fail = f"failing seed (test acc. > {100 * FAIL_GAP:g} pp below the best)"
+    for color, label in ((C_EQUAL, "seed"), (C_FIXED, fail), (C_LINEAR, "ln 10: chance")):
+        axes[0][0].plot([], [], color=color, ls="--" if color == C_LINEAR else "-", label=label)
+    fig.legend(loc="outside lower center", ncol=3, fontsize=8.5)
+    fig.suptitle("Training loss against step, every seed (init seed = data seed)")
+    return fig
+
+
+def deep_diagnostics(s: Summary):
+    """At the deepest diagnostic depth: dead-ReLU fraction (mean over hidden layers) and the first layer's
+    weight-gradient norm against step, failing seeds apart from good ones."""
+    plt = _plt()
+    L = max(c.layers for c in s.loss_curves)
+    fate = _by_fate(s, L)
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.9), squeeze=False, layout="constrained")
+    for c in (c for c in s.loss_curves if c.layers == L):
+        color = C_FIXED if fate.get(c.seed) else C_EQUAL
+        axes[0][0].plot(c.steps, [100 * float(np.mean(p.dead)) for p in c.points], color=color, lw=1.1)
+        axes[0][1].plot(c.steps, [p.grad_norm[0] for p in c.points], color=color, lw=1.1)
+    axes[0][0].set_ylabel("dead ReLUs, % (mean over hidden layers)")
+    axes[0][1].set_ylabel("||dL/dW|| of the first layer")
+    axes[0][1].set_yscale("log")
+    for ax in axes[0]:
+        ax.set_xlabel("step")
+    axes[0][0].plot([], [], color=C_EQUAL, label="good seed")
+    axes[0][0].plot([], [], color=C_FIXED, label="failing seed")
+    axes[0][0].legend(fontsize=8.5)
+    fig.suptitle(f"L = {L}: dead units and gradient norm against step")
     return fig
 
 
