@@ -123,13 +123,14 @@ def test_study_plan_counts():
         plan = cfg.resolved().plan()
         return {records.run_id(c.identity()) for q in parts for c in plan.get(q, [])}
 
-    full = ReproduceConfig(seeds=10)
+    full = ReproduceConfig(seeds=10, tune_lrs="0.01,0.03,0.1,0.3")
+    assert ReproduceConfig().lrs() == []  # off by default
     protocol = ids(full, "q1", "q2", "q4")
     assert len(protocol) == 90 and len(ids(full, "diag", "swap")) == 50
     assert len(ids(full, "tune") - protocol) == 120 and ids(full, "tune") & protocol
     off = ReproduceConfig(seeds=10, diagnose=False, tune_lrs="none")
     assert ids(off, *off.resolved().plan()) == protocol
-    assert ReproduceConfig(quick=True).resolved().lrs() == [0.01, 0.03]
+    assert ReproduceConfig(quick=True, tune_lrs="0.01,0.03,0.1").resolved().lrs() == [0.01, 0.03]
     with pytest.raises(SoftmaxlabError, match="tune-lrs"):
         ReproduceConfig(tune_lrs="0.1,fast").resolved()
     assert ReproduceConfig(quick=True, tune_lrs="none").resolved().plan()["tune"] == []

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 
 def reproduce(out, mnist_dir, *extra):
-    p = subprocess.run([sys.executable, "-m", "softmaxlab", "reproduce", "--quick", "--out", str(out),
+    p = subprocess.run([sys.executable, "-m", "softmaxlab", "reproduce", "--quick", "--tune-lrs", "0.01,0.03,0.1",
+                        "--out", str(out),
                         "--data-dir", str(mnist_dir), *extra], capture_output=True, text=True, timeout=600,
                        env=dict(os.environ))
     assert p.returncode == 0, p.stdout + p.stderr
