@@ -333,9 +333,11 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
         title = "low-rank random logits (d = 32)"
         print(f"C = {classes}, {title}; Z = full normaliser, D = its estimate")
         for name in PROPOSALS:
+            mine = [r for r in rows if r["sampler"] == name]
+            cost = ", ".join(f"K = {r['num_sampled']}: {r['draw_ms']:.3g} ms" for r in mine[::2])
             print(f"\nproposal {name}" + (" (alpha = 100, per example)" if name == "kernel" else "")
-                  + f", draw cost {rows[[r['sampler'] for r in rows].index(name)]['draw_ms']:.3g} ms per example")
-            print(format_table([r for r in rows if r["sampler"] == name]))
+                  + f"; draw cost per example (K draws): {cost}")
+            print(format_table(mine))
     else:
         rows = bias_study(classes=classes, samples=tuple(ks), sampler=sampler, logits=logits, seed=seed,
                           mixed=mixed)
