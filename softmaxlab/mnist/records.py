@@ -291,6 +291,13 @@ def cpu_model() -> str:
 _PROVENANCE: dict | None = None
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as typed: `python -m softmaxlab ...` (argv[0] .../softmaxlab/__main__.py) reads softmaxlab ..."""
+    argv = sys.argv if argv is None else argv
+    name = Path(argv[0]).name
+    return " ".join(["softmaxlab" if name == "__main__.py" else name] + argv[1:])
+
+
 def provenance() -> dict:
     """Versions, commit and machine; computed once per process."""
     global _PROVENANCE
@@ -302,7 +309,7 @@ def provenance() -> dict:
             machine=dict(host=platform.node(), cpu=cpu_model(), cores=os.cpu_count(),
                          platform=platform.platform(),
                          gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None),
-            command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            command=command_line(),
         )
     return _PROVENANCE
 

@@ -153,14 +153,16 @@ def p2_q3(s: Summary) -> Answer:
                  + (f"; the equal-parameter width is {w2.width} ({fmt_int(w2.params)})." if w2 else ".")]))
         if src.abs_roots:
             r = src.abs_roots[0]
-            worst = max(src.abs_roots, key=lambda a: a.params / s.budget)
+            ratios = [a.params / s.budget for a in src.abs_roots]
+            span = f"L = {src.abs_roots[0].layers}..{src.abs_roots[-1].layers}"
             blocks.append(_source(
                 ["“take the absolute value” of the quadratic's negative root"], ["its positive root"],
                 "the product of the two roots is negative, so one root is negative: it is no width at all, and its "
                 "absolute value does not solve P(L, k) = B.",
                 [f"at L = {r.layers} the negative root is {fmt(r.negative_root, '.1f')}; width {r.width} has "
-                 f"P = {fmt_int(r.params)} parameters, {r.params / s.budget:.1f}x the budget (at L = "
-                 f"{worst.layers}: {worst.params / s.budget:.1f}x), where the positive root meets it to 0.3%."]))
+                 f"P = {fmt_int(r.params)} parameters, {r.params / s.budget:.1f}x the budget; over {span} the "
+                 f"absolute root gives {min(ratios):.1f}x to {max(ratios):.1f}x the budget, where the positive root "
+                 "meets it to 0.3%."]))
     return Answer("answer-p2-q3", "Problem 2 Q3", "The width k(L) that keeps L equal hidden layers at the 784-1024-10 "
                   "MLP's parameter count.", blocks)
 

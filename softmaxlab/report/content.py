@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from ..mnist.summary import DIAG_EVERY, ESCAPE_LOSS, FAIL_GAP, PROBE, Arch, Summary
 from .answers import answers_section
@@ -38,8 +39,9 @@ def document(s: Summary) -> tuple[list, list[Section]]:
 
 
 def subtitle(s: Summary) -> str:
-    return (f"Study of {len(s.runs)} training runs; commit {s.provenance['git_commit']}; "
-            f"compute time {duration(s.wall_time_s)}.")
+    command = re.sub(r"^__main__\.py\b", "softmaxlab", s.provenance["command"])  # recorded before command_line
+    return (f"Made by {command} ({len(s.runs)} protocol runs); commit "
+            f"{s.provenance['git_commit']}; compute time {duration(s.wall_time_s)}.")
 
 
 def _run_links(s: Summary, name: str) -> list:
