@@ -238,7 +238,7 @@ def test_reproduce_progress_on_a_terminal_quiet_otherwise(tty, json_out, tmp_pat
     with pytest.raises(SystemExit) as ei:
         cli.main([*TINY_STUDY, "--out", str(tmp_path / "out"), *(["--json"] if json_out else [])])
     assert ei.value.code == 0
-    shown = "runs 4/4 done" in err.getvalue()  # linear, L = 1, its diagnostic run, its run at --quick's 2nd lr
+    shown = "runs 3/3 done" in err.getvalue()  # linear, L = 1 and its diagnostic run (the lr extension is off)
     assert shown == (tty and not json_out), err.getvalue()
     stdout = capsys.readouterr().out
     if json_out:

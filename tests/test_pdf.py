@@ -104,4 +104,4 @@ def test_report_refuses_an_unfinished_study(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["report", "--out", str(out)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "not finished (1 of 4 runs missing)" in err and "softmaxlab reproduce" in err
+    assert e.value.code == 2 and "not finished (1 of 3 runs missing)" in err and "softmaxlab reproduce" in err
