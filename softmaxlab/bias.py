@@ -117,8 +117,7 @@ def _one(est, K, n, z, y, zc, lse, exact, g_full, qc, smp, g, sampler_name, pi=N
     N, C = z.shape
     M = K + N - 1 if pi is not None else K  # candidates per example
     chunk = max(1, min(n, (1 << 21) // (N * M)))  # draws per chunk: bounded memory
-    bias_per_draw, drel_per_draw, dabs = [], [], 0.0
-    gsum = torch.zeros(N * C, dtype=torch.float64)  # sum over draws of the gradient wrt the logits
+    tally = Tally(N, C)
     done = 0
     while done < n:
         m = min(chunk, n - done)
@@ -150,30 +149,50 @@ def _one(est, K, n, z, y, zc, lse, exact, g_full, qc, smp, g, sampler_name, pi=N
             beta = torch.where(ids == c[:, None], -torch.inf, -torch.log(K * q))  # hits masked
             alpha = -torch.log(K * qc[e])
         o = torch.cat([(ze + alpha)[:, None], zs.add_(beta)], 1)  # (m*N, 1 + K) candidate log-weights
-        lse_o = torch.logsumexp(o, 1)
-        loss_hat = lse_o - ze - alpha  # (m*N,)
-        bias_per_draw.append((loss_hat - exact[e]).view(m, N).mean(1))
-        rel = torch.expm1(loss_hat + ze - lse[e])  # (D_hat - Z) / Z, log D_hat = loss_hat + z_c
-        drel_per_draw.append(rel.view(m, N).mean(1))
-        dabs += float(rel.abs().sum())
-        P = o.sub_(lse_o[:, None]).exp_()  # softmax over the candidates = gradient wrt candidate logits
-        gsum.index_add_(0, e * C + c, P[:, 0] - 1.0)
-        gsum.index_add_(0, flat.view(-1), P[:, 1:].reshape(-1))
+        tally.add(o, ze, alpha, e, c, flat, exact, lse)
         done += m
-    b = torch.cat(bias_per_draw)
-    r = torch.cat(drel_per_draw)
-    g_mean = gsum.view(N, C) / n
-    cos = torch.nn.functional.cosine_similarity(g_mean, g_full, dim=1, eps=1e-300)
-    rel = (g_mean - g_full).norm(dim=1) / g_full.norm(dim=1)
-    rows_idx = torch.arange(N)
-    true_bias = g_mean[rows_idx, y] - g_full[rows_idx, y]  # E[g_c] - (p_c - 1)
-    return dict(
-        estimator=est, num_sampled=K, classes=C, sampler=sampler_name, n_examples=N, n_draws=n,
-        exact_loss=float(exact.mean()), loss_mean=float(exact.mean() + b.mean()),
-        loss_bias=float(b.mean()), loss_bias_se=float(b.std() / math.sqrt(n)),
-        d_rel_bias=float(r.mean()), d_rel_bias_se=float(r.std() / math.sqrt(n)), d_rel_abs=dabs / (n * N),
-        grad_cosine=float(cos.mean()), grad_rel_err=float(rel.mean()), grad_true_bias=float(true_bias.mean()),
-    )
+    return tally.row(est, K, sampler_name, n, exact, g_full, y)
+
+
+class Tally:
+    """A bias-study row's statistics, accumulated over chunks of draws (bias.py and kernel_bias.py)."""
+
+    def __init__(self, N: int, C: int):
+        self.N, self.C = N, C
+        self.bias, self.rel, self.dabs = [], [], 0.0  # per draw: mean loss bias, mean (D - Z) / Z; sum |D - Z| / Z
+        self.gsum = torch.zeros(N * C, dtype=torch.float64)  # sum over draws of the gradient wrt the logits
+
+    def add(self, o, ze, alpha, e, c, flat, exact, lse) -> None:
+        """One chunk: o (m N, 1 + K) candidate logits (the true one first; overwritten), ze, alpha (m N,) the true
+        logit and its log-weight, e and c (m N,) each row's example and label, flat (m N, K) the candidates'
+        positions in z.view(-1)."""
+        m = len(e) // self.N
+        lse_o = torch.logsumexp(o, 1)
+        loss_hat = lse_o - ze - alpha  # (m N,)
+        self.bias.append((loss_hat - exact[e]).view(m, self.N).mean(1))
+        rel = torch.expm1(loss_hat + ze - lse[e])  # (D_hat - Z) / Z, log D_hat = loss_hat + z_c
+        self.rel.append(rel.view(m, self.N).mean(1))
+        self.dabs += float(rel.abs().sum())
+        P = o.sub_(lse_o[:, None]).exp_()  # softmax over the candidates = gradient wrt candidate logits
+        self.gsum.index_add_(0, e * self.C + c, P[:, 0] - 1.0)
+        self.gsum.index_add_(0, flat.reshape(-1), P[:, 1:].reshape(-1))
+
+    def row(self, est, K, sampler_name, n, exact, g_full, y, **extra) -> dict:
+        N, C = self.N, self.C
+        b, r = torch.cat(self.bias), torch.cat(self.rel)
+        g_mean = self.gsum.view(N, C) / n
+        cos = torch.nn.functional.cosine_similarity(g_mean, g_full, dim=1, eps=1e-300)
+        rel = (g_mean - g_full).norm(dim=1) / g_full.norm(dim=1)
+        rows_idx = torch.arange(N)
+        true_bias = g_mean[rows_idx, y] - g_full[rows_idx, y]  # E[g_c] - (p_c - 1)
+        return dict(
+            estimator=est, num_sampled=K, classes=C, sampler=sampler_name, n_examples=N, n_draws=n,
+            exact_loss=float(exact.mean()), loss_mean=float(exact.mean() + b.mean()),
+            loss_bias=float(b.mean()), loss_bias_se=float(b.std() / math.sqrt(n)),
+            d_rel_bias=float(r.mean()), d_rel_bias_se=float(r.std() / math.sqrt(n)), d_rel_abs=self.dabs / (n * N),
+            grad_cosine=float(cos.mean()), grad_rel_err=float(rel.mean()), grad_true_bias=float(true_bias.mean()),
+            **extra,
+        )
 
 
 def format_table(rows: list[dict]) -> str:

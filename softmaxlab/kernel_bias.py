@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from softmaxlab.bias import Tally
 from softmaxlab.errors import SoftmaxlabError
 from softmaxlab.samplers import make_sampler
 from softmaxlab.samplers.kernel import KernelSampler
@@ -70,8 +71,7 @@ def _rows(name, smp, K, n, h, z, y, zc, lse, g_full, g) -> list[dict]:
     N, C = z.shape
     exact = lse - zc
     chunk = max(1, min(n, (1 << 21) // (N * K)))
-    acc = {est: dict(bias=[], rel=[], dabs=0.0, gsum=torch.zeros(N * C, dtype=torch.float64))
-           for est in ("importance", "logq")}
+    tallies = {est: Tally(N, C) for est in ("importance", "logq")}
     done, draw_s = 0, 0.0
     while done < n:
         m = min(chunk, n - done)
@@ -82,31 +82,8 @@ def _rows(name, smp, K, n, h, z, y, zc, lse, g_full, g) -> list[dict]:
         flat = (e * C)[:, None] + ids
         c, ze = y[e], zc[e]
         logits = torch.where(ids == c[:, None], -torch.inf, z.view(-1)[flat] - torch.log(Q))  # hits masked
-        for est, a in acc.items():
+        for est, tally in tallies.items():
             alpha = -torch.log(Qc) if est == "logq" else torch.zeros_like(ze)
-            o = torch.cat([(ze + alpha)[:, None], logits], 1)  # (m N, 1 + K) candidate logits
-            lse_o = torch.logsumexp(o, 1)
-            loss_hat = lse_o - ze - alpha
-            a["bias"].append((loss_hat - exact[e]).view(m, N).mean(1))
-            rel = torch.expm1(loss_hat + ze - lse[e])  # (D_hat - Z) / Z
-            a["rel"].append(rel.view(m, N).mean(1))
-            a["dabs"] += float(rel.abs().sum())
-            P = (o - lse_o[:, None]).exp()  # the gradient wrt the candidates' logits
-            a["gsum"].index_add_(0, e * C + c, P[:, 0] - 1.0)
-            a["gsum"].index_add_(0, flat.reshape(-1), P[:, 1:].reshape(-1))
+            tally.add(torch.cat([(ze + alpha)[:, None], logits], 1), ze, alpha, e, c, flat, exact, lse)
         done += m
-    rows = []
-    for est, a in acc.items():
-        b, r = torch.cat(a["bias"]), torch.cat(a["rel"])
-        g_mean = a["gsum"].view(N, C) / n
-        cos = torch.nn.functional.cosine_similarity(g_mean, g_full, dim=1, eps=1e-300)
-        rel_g = (g_mean - g_full).norm(dim=1) / g_full.norm(dim=1)
-        rows.append(dict(
-            estimator=est, num_sampled=K, classes=C, sampler=name, n_examples=N, n_draws=n,
-            exact_loss=float(exact.mean()), loss_mean=float(exact.mean() + b.mean()), loss_bias=float(b.mean()),
-            loss_bias_se=float(b.std() / math.sqrt(n)), d_rel_bias=float(r.mean()),
-            d_rel_bias_se=float(r.std() / math.sqrt(n)), d_rel_abs=a["dabs"] / (n * N),
-            grad_cosine=float(cos.mean()), grad_rel_err=float(rel_g.mean()),
-            grad_true_bias=float((g_mean[torch.arange(N), y] - g_full[torch.arange(N), y]).mean()),
-            draw_ms=1e3 * draw_s / (n * N)))
-    return rows
+    return [t.row(est, K, name, n, exact, g_full, y, draw_ms=1e3 * draw_s / (n * N)) for est, t in tallies.items()]
