@@ -16,8 +16,8 @@ from pathlib import Path
 from .. import derivations as dv
 from ..derivations import Formula
 from ..mnist.stats import min_p
-from ..mnist.summary import Arch, Summary
-from .document import Answer, Code, Link, Math, Para, Section, Strong, Table, acc_text, fmt, fmt_int
+from ..mnist.summary import Summary
+from .document import Answer, Code, Link, Math, Para, Section, Strong, Table, acc_text, fmt, fmt_int, run_links
 
 Q3_COUNT = Formula(r"P(L, k) = (L-1)k^2 + (L + 794)k + 10", "P(L, k) = (L − 1)k² + (L + 794)k + 10")
 Q3_ROOT = Formula(r"k(L) = \frac{-(L+794) + \sqrt{(L+794)^2 + 4(L-1)(B - 10)}}{2(L-1)} \quad (L \ge 2)",
@@ -100,20 +100,13 @@ def p1_q2(s: Summary) -> Answer:
                   "log D̂ − z_c, K classes drawn from q with the true class excluded.", blocks)
 
 
-def _runs(s: Summary, a: Arch) -> list:
-    parts: list = []
-    for r in s.runs_of(a.name):
-        parts += ([" "] if parts else []) + [Link(r.run_id, f"run-{r.run_id}")]
-    return parts
-
-
 def p2_q1(s: Summary) -> Answer:
     a = s.q1
     return Answer("answer-p2-q1", "Problem 2 Q1", "Test accuracy of a linear softmax classifier (784 → 10) under "
                   "the protocol.", [
                       Para([Strong("Answer. "), f"{acc_text(a)} test accuracy (mean ± 95% t interval over "
                             f"{a.n} seed(s)), {fmt_int(a.params)} parameters."]),
-                      Para([Strong("Check. "), "runs ", *_runs(s, a), "."])])
+                      Para([Strong("Check. "), "runs ", *run_links(s.runs_of(a.name)), "."])])
 
 
 def p2_q2(s: Summary) -> Answer:
@@ -127,7 +120,7 @@ def p2_q2(s: Summary) -> Answer:
                             f"{fmt(t.p, '.2g')}" + (f" (the smallest possible with {len(t.seeds)} pairs is "
                                                     f"{fmt(min_p(len(t.seeds)), '.2g')})" if len(t.seeds) < 6
                                                    else "") + "."]))
-    blocks.append(Para([Strong("Check. "), "runs ", *_runs(s, a), "."]))
+    blocks.append(Para([Strong("Check. "), "runs ", *run_links(s.runs_of(a.name)), "."]))
     return Answer("answer-p2-q2", "Problem 2 Q2", "Test accuracy of a 784-1024-10 MLP with one ReLU hidden layer, "
                   "and how it compares with Q1.", blocks)
 

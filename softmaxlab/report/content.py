@@ -26,6 +26,7 @@ from .document import (
     fmt_cell,
     fmt_int,
     pct,
+    run_links,
 )
 
 ACC = "test accuracy, % (mean ± 95% CI)"
@@ -42,13 +43,6 @@ def subtitle(s: Summary) -> str:
     command = re.sub(r"^__main__\.py\b", "softmaxlab", s.provenance["command"])  # recorded before command_line
     return (f"Made by {command} ({len(s.runs)} protocol runs); commit "
             f"{s.provenance['git_commit']}; compute time {duration(s.wall_time_s)}.")
-
-
-def _run_links(s: Summary, name: str) -> list:
-    parts: list = []
-    for r in s.runs_of(name):
-        parts += ([" "] if parts else []) + [Link(r.run_id, f"run-{r.run_id}")]
-    return parts
 
 
 def _best(archs) -> Arch | None:
@@ -142,7 +136,7 @@ def _arch_table(s: Summary, a: Arch, tid: str, caption: str) -> Table:
     return Table(tid, caption, ["model", "name", "hidden layers", "width", "params", ACC, "std, pp", "n",
                                 "diverged", "runs"],
                  [[a.model, a.name, fmt_int(a.layers), fmt_int(a.width), fmt_int(a.params), acc_ci(a),
-                   pct(a.test_acc_std), fmt_int(a.n), fmt_int(a.diverged), _run_links(s, a.name)]])
+                   pct(a.test_acc_std), fmt_int(a.n), fmt_int(a.diverged), run_links(s.runs_of(a.name))]])
 
 
 def q12_section(s: Summary) -> Section:
@@ -177,13 +171,13 @@ def q4_section(s: Summary) -> Section:
     for a in s.q4:
         row = [fmt_int(a.layers), fmt_int(a.width), fmt_int(a.params), acc_ci(a), fmt_int(a.n),
                fmt_int(a.diverged)]
-        links = _run_links(s, a.name)
+        links = run_links(s.runs_of(a.name))
         if s.q4_fixed is not None:
             f = fixed.get(a.layers)
             row += ([fmt_int(f.width), fmt_int(f.params), acc_ci(f), fmt_int(f.n), fmt_int(f.diverged)]
                     if f is not None else ["n/a"] * 5)
             if f is not None and f.name != a.name:
-                links = links + [" | "] + _run_links(s, f.name)
+                links = links + [" | "] + run_links(s.runs_of(f.name))
         rows.append(row + [links])
     caption = f"Q4: test accuracy against depth L at {fmt_int(s.budget)} parameters"
     if s.q4_fixed is not None:

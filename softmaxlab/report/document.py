@@ -99,6 +99,14 @@ class Section:
     blocks: list
 
 
+def run_links(runs) -> list:
+    """Links to the provenance table's rows of these runs (anything with a run_id), space-separated."""
+    parts: list = []
+    for r in runs:
+        parts += ([" "] if parts else []) + [Link(r.run_id, f"run-{r.run_id}")]
+    return parts
+
+
 # ---- numbers: NaN (one seed, a diverged run) reads n/a -------------------------------------------
 
 
