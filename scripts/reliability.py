@@ -38,25 +38,39 @@ TEMP = re.compile(r"(\.tmp\d+|^\.write-probe\d+)$")  # runs.atomic_write, train.
 DONE = re.compile(r"^done (\S+) seed=(\d+):", re.M)  # study._train_and_record logs this once per run it trains
 
 
-# `softmaxlab sweep` that SIGKILLs itself inside its n-th fsync: after a temp file's bytes are written, before
-# its rename (runs.atomic_write, train.save_checkpoint). A kill that lands inside a write every time.
+# `softmaxlab sweep` that SIGKILLs itself at its n-th write. "fsync": inside it, after a temp file's bytes are
+# written, before its rename (runs.atomic_write, train.save_checkpoint): a kill that lands inside a write every
+# time. "checkpoint": just after the n-th checkpoint.pt rename, so a run is left part-way on disk whatever the
+# machine's speed (timed kills on a slow machine can all land in startup or after the short training).
 KILL_AT_WRITE = """
 import os, signal, sys
-n, calls, real = int(sys.argv[1]), [0], os.fsync
-def fsync(fd):
+where, n, calls = sys.argv[1], int(sys.argv[2]), [0]
+real_fsync, real_replace = os.fsync, os.replace
+def count():
     calls[0] += 1
     if calls[0] == n:
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(fd)
-os.fsync = fsync
+def fsync(fd):
+    if where == "fsync":
+        count()
+    return real_fsync(fd)
+def replace(src, dst, **kw):
+    real_replace(src, dst, **kw)
+    if where == "checkpoint" and os.path.basename(os.fspath(dst)) == "checkpoint.pt":
+        count()
+os.fsync, os.replace = fsync, replace
 from softmaxlab.cli import main
-main(sys.argv[2:])
+main(sys.argv[3:])
 """
 
+# kill modes that make the sweep kill itself: mode -> (where, largest n)
+SELF_KILL = {"in-write": ("fsync", 3), "after-checkpoint": ("checkpoint", 2)}
 
-def sweep_cmd(out: Path, args=SWEEP_ARGS, kill_at_write: int | None = None) -> list[str]:
-    if kill_at_write is not None:
-        return [sys.executable, "-c", KILL_AT_WRITE, str(kill_at_write), "sweep", *args, "--out", str(out)]
+
+def sweep_cmd(out: Path, args=SWEEP_ARGS, kill_at: tuple[str, int] | None = None) -> list[str]:
+    """The sweep's command line; kill_at=(where, n) makes it SIGKILL itself at its n-th fsync or checkpoint."""
+    if kill_at is not None:
+        return [sys.executable, "-c", KILL_AT_WRITE, kill_at[0], str(kill_at[1]), "sweep", *args, "--out", str(out)]
     return [sys.executable, "-m", "softmaxlab", "sweep", *args, "--out", str(out)]
 
 
@@ -67,8 +81,8 @@ def child_env(data_dir: str | None = None) -> dict:
     return env
 
 
-def start(out: Path, env: dict, args=SWEEP_ARGS, kill_at_write: int | None = None) -> subprocess.Popen:
-    return subprocess.Popen(sweep_cmd(out, args, kill_at_write), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def start(out: Path, env: dict, args=SWEEP_ARGS, kill_at: tuple[str, int] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(sweep_cmd(out, args, kill_at), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=ROOT)
 
 
@@ -194,7 +208,7 @@ def workers_here() -> int:
 # ---- 1. kills -------------------------------------------------------------------------------------------------
 
 
-MODES = ("time", "in-write", "time", "time", "watch")  # cycled over the attempts
+MODES = ("time", "in-write", "time", "after-checkpoint", "time", "watch")  # cycled over the attempts
 
 
 def kill_campaign(work: Path, kills: int = 20, seed: int = 0, lo: float = 0.3, hi: float = 3.0,
@@ -203,7 +217,8 @@ def kill_campaign(work: Path, kills: int = 20, seed: int = 0, lo: float = 0.3, h
 
     Attempts cycle through `modes`: "time" kills after a random delay in [lo, hi] s; "watch" kills on sight of
     the n-th new temp file (n random in 1..4); "in-write" makes the sweep SIGKILL itself inside its n-th fsync
-    (n random in 1..3), between writing a temp file and renaming it. When a sweep finishes before the kills are
+    (n random in 1..3), between writing a temp file and renaming it; "after-checkpoint" makes it SIGKILL itself
+    just after its n-th checkpoint (n random in 1..2), leaving a run part-way for the next attempt to resume. When a sweep finishes before the kills are
     spent, a new round starts in a fresh --out. Every round is checked against an uninterrupted sweep.
     """
     env = env or child_env()
@@ -220,12 +235,12 @@ def kill_campaign(work: Path, kills: int = 20, seed: int = 0, lo: float = 0.3, h
     shutil.rmtree(out, ignore_errors=True)
     while done < kills:
         mode = modes[restarts % len(modes)]
-        n = rng.randint(1, 3) if mode == "in-write" else rng.randint(1, 4)  # a resumed sweep has few writes left
+        n = rng.randint(1, SELF_KILL[mode][1] if mode in SELF_KILL else 4)  # a resumed sweep has few writes left
         delay = rng.uniform(lo, hi)
         before, since = temps(out), time.time()
         _, epochs_before, partway = progress(out)
         resumes += partway  # this attempt starts by resuming a run from its checkpoint
-        p = start(out, env, args, kill_at_write=n if mode == "in-write" else None)
+        p = start(out, env, args, kill_at=(SELF_KILL[mode][0], n) if mode in SELF_KILL else None)
         restarts += 1
         deadline = time.monotonic() + (delay if mode == "time" else 300)
         seen: set[str] = set()
@@ -450,7 +465,9 @@ def write_doc(path: Path, kill: dict, conc: dict, bad: dict, num: dict, acc: dic
         f"- {modes.get('watch', 0)} kills on sight of the n-th new temp file of an atomic write (n random in 1..4);",
         f"- {modes.get('in-write', 0)} kills from inside the sweep's n-th `fsync` (n random in 1..3): after a temp "
         "file's bytes are written, before its rename; a SIGKILL the process sends itself, so it always lands "
-        "inside a write.",
+        "inside a write;",
+        f"- {modes.get('after-checkpoint', 0)} kills from just after the sweep's n-th checkpoint rename (n random "
+        "in 1..2): a run is then part-way on disk whatever the machine's speed, and the restart must resume it.",
         "",
         f"When a sweep finished before the kills were spent, a new round began in a fresh `--out` "
         f"({kill['rounds']} round(s)). Of the {kill['epochs_planned']} epochs trained in all, "

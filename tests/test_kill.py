@@ -130,13 +130,14 @@ def test_stale_temps_removed_live_ones_kept(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_survives_20_random_kills(mnist_dir, tmp_path):
-    """`softmaxlab sweep` SIGKILLed >= 20 times, seeded: after random delays in [0.3, 2.5] s, and from inside its
-    n-th fsync (a kill that always lands inside a write); restarted each time. Each restart pays Python + torch
+    """`softmaxlab sweep` SIGKILLed >= 20 times, seeded: after random delays in [0.3, 2.5] s, from inside its n-th
+    fsync (a kill that always lands inside a write), and just after its n-th checkpoint (a kill that always leaves
+    a run part-way, however slow the machine's startup); restarted each time. Each restart pays Python + torch
     startup (~2 s), so the test's time is mostly that: 20 kills are 40-70 s on 2 cores."""
     res = rel.kill_campaign(tmp_path, kills=20, seed=0, lo=0.3, hi=2.5, env=rel.child_env(mnist_dir),
-                            modes=("time", "in-write", "time", "time"), log=lambda s: None)
+                            modes=("time", "in-write", "after-checkpoint", "time"), log=lambda s: None)
     assert res["kills"] >= 20, res
-    assert res["by_mode"].get("in-write", 0) >= 3, res
+    assert res["by_mode"].get("in-write", 0) >= 3 and res["by_mode"].get("after-checkpoint", 0) >= 3, res
     assert res["kills_in_write"] >= res["by_mode"]["in-write"], res  # each of those left a temp file behind
     assert res["resumes"] >= 1 and res["epochs_between_kills"] >= 1, res  # kills interrupted real training
     assert res["problems"] == [], res
