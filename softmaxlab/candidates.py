@@ -287,18 +287,29 @@ def hit_mask(ids: torch.Tensor, y: torch.Tensor, rule, dense: bool = False) -> t
 # ---- the estimators as log-weights -----------------------------------------------------------------------
 
 
+def collapse_repeats(ids: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Shared ids that repeat, scored once: (the distinct ids (K_u,), their log-weights (K_u,)) with
+    beta'_j = log sum over the copies k of id j of e^{beta_k}, so that sum_k e^{v_k + beta_k} =
+    sum_j e^{v_j + beta'_j} exactly (log n_j added when the copies' weights are equal). The loss and every
+    gradient are unchanged, while the GEMMs and the softmax shrink by K_u / K: 0.62 for 4096 log-uniform draws
+    of 10^6 classes. None when no id repeats. CPU only: the distinct count is read on the host."""
+    uniq, inv = torch.unique(ids, sorted=True, return_inverse=True)
+    if uniq.numel() == ids.numel():
+        return None
+    top = torch.full(uniq.shape, -math.inf, dtype=beta.dtype).scatter_reduce_(0, inv, beta, "amax")
+    s = torch.zeros(uniq.shape, dtype=beta.dtype).index_add_(0, inv, torch.exp(beta - top[inv]))
+    return uniq, top + torch.log(s)
+
+
 def log_weights(estimator, y, sv: SampledValues, remove_accidental_hits, in_batch, cd):
-    """alpha (B, T), beta (K,) or (B, K), mask, gamma (B, T), in the compute dtype cd: the candidates' logits
-    are [u + alpha, v + beta] with v masked, and the target term is mean_t(u + gamma)."""
+    """ids, alpha (B, T), beta (K,) or (B, K), mask, gamma (B, T), in the compute dtype cd: the candidates'
+    logits are [u + alpha, v + beta] with v masked, and the target term is mean_t(u + gamma). ids are the
+    sampled ids, their repeats collapsed (collapse_repeats) where the hit rule masks by id."""
     ids = sv.sampled_candidates
     B, T = y.shape
     K = ids.shape[-1]
     k_eff = K - 1 if in_batch else K
     neg = torch.finfo(cd).min
-    mask = hit_mask(ids, y, remove_accidental_hits, dense=in_batch)
-    if in_batch:
-        eye = torch.eye(B, dtype=torch.bool, device=y.device)
-        mask = eye if mask is None else mask | eye
     zero = torch.zeros((), dtype=cd, device=y.device)
     if estimator == "as_posed":
         q = sv.sampled_probs if sv.sampled_probs is not None else sv.sampled_expected_count / k_eff
@@ -307,6 +318,13 @@ def log_weights(estimator, y, sv: SampledValues, remove_accidental_hits, in_batc
         beta = zero.expand(ids.shape)
     else:
         beta = (-torch.log(sv.sampled_expected_count.to(torch.float64).clamp_min(_TINY_COUNT))).to(cd)
+    # TF's rule masks one copy of a repeated id and in_batch masks by position: those keep every copy
+    if ids.dim() == 1 and ids.device.type == "cpu" and not in_batch and remove_accidental_hits != "tf":
+        ids, beta = collapse_repeats(ids, beta) or (ids, beta)
+    mask = hit_mask(ids, y, remove_accidental_hits, dense=in_batch)
+    if in_batch:
+        eye = torch.eye(B, dtype=torch.bool, device=y.device)
+        mask = eye if mask is None else mask | eye
     if estimator == "logq":
         alpha = -torch.log(sv.true_expected_count.to(y.device, torch.float64).clamp_min(_TINY_COUNT)).to(cd)
         gamma = alpha
@@ -315,4 +333,4 @@ def log_weights(estimator, y, sv: SampledValues, remove_accidental_hits, in_batc
     else:
         alpha = torch.where(repeated_in_row(y), neg, zero) if T > 1 else zero.expand(B, T)
         gamma = zero.expand(B, T)
-    return alpha, beta, mask, gamma
+    return ids, alpha, beta, mask, gamma

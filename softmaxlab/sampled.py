@@ -149,11 +149,9 @@ def sampled_softmax_loss(
     y, sv = _samples(inputs, weight, bias, labels, num_sampled, sampler, estimator, sampled_values, generator,
                      num_true, shared, unique, in_batch, tf_compat, check_finite)
     cd = _compute_dtype(inputs.dtype)
-    alpha, beta, mask, gamma = log_weights(estimator, y, sv, _hit_rule(remove_accidental_hits, tf_compat),
-                                           in_batch, cd)
-    return SampledSoftmaxXent.apply(
-        inputs, weight, bias, y, sv.sampled_candidates, alpha, beta, mask, gamma, reduction, sparse
-    )
+    ids, alpha, beta, mask, gamma = log_weights(estimator, y, sv, _hit_rule(remove_accidental_hits, tf_compat),
+                                                in_batch, cd)
+    return SampledSoftmaxXent.apply(inputs, weight, bias, y, ids, alpha, beta, mask, gamma, reduction, sparse)
 
 
 def nce_loss(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,

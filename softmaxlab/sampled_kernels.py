@@ -5,9 +5,12 @@ gradients back to those rows only (index_add, or a sparse COO tensor), never tou
   CandidateLogits     the candidate logits (u (B, T), v (B, K)) alone, for losses written on top (NCE)
 Both share gather() and candidate_grads(): the chain rule from dl/du, dl/dv to x, the W rows and the b entries.
 
-The three (B, K, d) GEMMs go to oneDNN for float32 on the CPU (linear() below): torch's own sgemm is MKL's,
-which runs its AVX2 code on AMD CPUs, at half of oneDNN's AVX-512 rate on the machine of benchmarks/README.md.
-SOFTMAXLAB_GEMM=torch turns this off.
+Passes over the (B, K) sampled logits, the step's largest tensor: the forward GEMM writes them with the
+log-weights and bias added in its epilogue; one max, one fused softmax (in place on the CPU) and the max of
+that softmax give the log-sum-exp; backward reads them in its two GEMMs only, db riding in dW's GEMM as one
+more column. The three (B, K, d) GEMMs go to oneDNN for float32 on the CPU (linear() below): torch's own sgemm
+is MKL's, which runs its AVX2 code on AMD CPUs, at half of oneDNN's AVX-512 rate on the machine of
+benchmarks/README.md. SOFTMAXLAB_GEMM=torch turns this off.
 """
 
 from __future__ import annotations
@@ -21,25 +24,35 @@ _ONEDNN = (os.environ.get("SOFTMAXLAB_GEMM", "onednn") != "torch" and torch.back
            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-def linear(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b.T, (n, k) x (m, k) -> (n, m); oneDNN's fp32 GEMM on the CPU, torch's matmul elsewhere."""
+def linear(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b.T (+ bias), (n, k) x (m, k) (+ (m,)) -> (n, m); oneDNN's fp32 GEMM on the CPU (the bias added in
+    its epilogue), torch's matmul elsewhere."""
     if _ONEDNN and a.dtype == b.dtype == torch.float32 and a.device.type == "cpu":
-        return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
-    return a @ b.T
+        if bias is not None:
+            bias = bias.contiguous()
+        return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
+    return a @ b.T if bias is None else torch.addmm(bias, a, b.T)
 
 
-def gather(x, W, b, true_ids, sampled_ids, cd):
-    """Wt (B, T, d), Ws (K, d) or (B, K, d) in x's dtype; u (B, T) and v (B, K) in cd, without the bias."""
+def gather(x, W, b, true_ids, sampled_ids, cd, beta=None):
+    """Wt (B, T, d), Ws (K, d) or (B, K, d) in x's dtype; u (B, T) and v (B, K) in cd, u without the bias.
+
+    beta (K,) or (B, K) in cd, added to v: for shared draws in x's dtype it rides in the GEMM (one pass over
+    (B, K) less)."""
     B, d = x.shape
     T = true_ids.shape[1]
     # index_select copies whole rows (memcpy); W[ids] goes through the elementwise index kernel
     Wt = W.index_select(0, true_ids.reshape(-1)).to(x.dtype).view(B, T, d)
     Ws = W.index_select(0, sampled_ids.reshape(-1)).to(x.dtype)
+    u = torch.bmm(Wt, x[:, :, None]).squeeze(2).to(cd)
     if sampled_ids.dim() == 2:
         Ws = Ws.view(B, -1, d)
-    u = torch.bmm(Wt, x[:, :, None]).squeeze(2).to(cd)
-    v = (linear(x, Ws) if sampled_ids.dim() == 1 else torch.bmm(Ws, x[:, :, None]).squeeze(2)).to(cd)  # ours
-    return Wt, Ws, u, v
+        v = torch.bmm(Ws, x[:, :, None]).squeeze(2).to(cd)
+    elif beta is not None and x.dtype == cd:
+        return Wt, Ws, u, linear(x, Ws, beta.expand(Ws.shape[0]))
+    else:
+        v = linear(x, Ws).to(cd)
+    return Wt, Ws, u, v if beta is None else v.add_(beta)
 
 
 def candidate_grads(needs, x, Wt, Ws, true_ids, sampled_ids, gu, G, rx, w_meta, sparse):
@@ -57,21 +70,36 @@ def candidate_grads(needs, x, Wt, Ws, true_ids, sampled_ids, gu, G, rx, w_meta, 
         else:
             dx = dx + torch.bmm(G[:, None, :], Ws).squeeze(1)
     rows = torch.cat([true_ids.reshape(-1), sampled_ids.reshape(-1)])  # (B*T + K) or (B*T + B*K)
+    want_b = b_dtype is not None and needs[2]
+    fold_b = shared and want_b and x.dtype in (torch.float32, torch.float64)  # db as one more column of dW's GEMM
+    gw_samp = gb_samp = None
+    if shared and (needs[1] or fold_b):
+        xr = x * rx if rx is not None else x  # (B, d)
+        if fold_b:  # G^T [x r, r]: db without a pass over (B, K) of its own
+            r = rx if rx is not None else torch.ones((B, 1), dtype=x.dtype, device=x.device)
+            xr = torch.cat([xr, r], 1) if needs[1] else r
+        g = linear(xr.T, G.T).T  # (K, d[+1]) = G^T x as (d, B) x (B, K): the layout oneDNN and MKL run fastest
+        gw_samp, gb_samp = g[:, :d], g[:, -1] if fold_b else None
+    if shared and want_b and not fold_b:
+        acc = torch.promote_types(G.dtype, torch.float32)  # 16-bit G sums in float32
+        gb_samp = (G.T.to(acc) @ rx.to(acc)).squeeze(1) if rx is not None else G.sum(0, dtype=acc)  # (K,)
     if needs[1]:
-        g_true = (gu[:, :, None] * x[:, None, :]).reshape(B * T, d)
-        if shared:  # (K, d) = G^T x, as the transpose of (d, B) x (B, K): faster for oneDNN and MKL alike
-            g_samp = linear((x * rx).T if rx is not None else x.T, G.T).T
-        else:
-            g_samp = (G[:, :, None] * x[:, None, :]).reshape(-1, d)  # (B*K, d)
-        dW = scatter_rows(rows, torch.cat([g_true, g_samp]).to(w_dtype), (C, d), sparse)
-    if b_dtype is not None and needs[2]:
-        if shared:
-            acc = torch.promote_types(G.dtype, torch.float32)  # 16-bit G sums in float32
-            g_samp = (G.T @ rx).squeeze(1) if rx is not None else G.sum(0, dtype=acc)  # (K,)
-        else:
-            g_samp = G.reshape(-1)  # (B*K,)
-        db = scatter_rows(rows, torch.cat([gu.reshape(-1).to(g_samp.dtype), g_samp]).to(b_dtype), (C,), sparse)
+        g_samp = gw_samp if shared else (G[:, :, None] * x[:, None, :]).reshape(-1, d)  # (K or B*K, d)
+        dW = scatter_rows(rows, stack_rows((gu[:, :, None] * x[:, None, :]).reshape(B * T, d), g_samp, w_dtype),
+                          (C, d), sparse)
+    if want_b:
+        g_samp = gb_samp if shared else G.reshape(-1)  # (K,) or (B*K,)
+        db = scatter_rows(rows, stack_rows(gu.reshape(-1), g_samp, b_dtype), (C,), sparse)
     return dx, dW, db
+
+
+def stack_rows(a: torch.Tensor, b: torch.Tensor, dtype) -> torch.Tensor:
+    """cat([a, b]) in dtype; b may be a transposed view (dW's GEMM output), which copy_ reads twice as fast as
+    cat does."""
+    out = torch.empty((a.shape[0] + b.shape[0], *a.shape[1:]), dtype=dtype, device=a.device)
+    out[:a.shape[0]].copy_(a)
+    out[a.shape[0]:].copy_(b)
+    return out
 
 
 def scatter_rows(rows: torch.Tensor, vals: torch.Tensor, size, sparse: bool) -> torch.Tensor:
@@ -102,20 +130,25 @@ class SampledSoftmaxXent(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, W, b, true_ids, sampled_ids, alpha, beta, mask, gamma, reduction, sparse):
-        Wt, Ws, u, v = gather(x, W, b, true_ids, sampled_ids, alpha.dtype)
+        if b is not None:
+            beta = beta + b[sampled_ids].to(alpha.dtype)  # (K,) or (B, K)
+        Wt, Ws, u, v = gather(x, W, b, true_ids, sampled_ids, alpha.dtype, beta)  # v = x Ws^T + beta (B, K)
         if b is not None:
             u = u + b[true_ids].to(u.dtype)
-            beta = beta + b[sampled_ids].to(u.dtype)  # (K,): one pass over (B, K) less
-        v.add_(beta)
         mask_(v, mask)
         ua = u + alpha  # (B, T)
-        m = torch.maximum(v.amax(1), ua.amax(1))[:, None]  # (B, 1) row max for the log-sum-exp
-        pv = v.sub_(m).exp_()  # (B, K) e^{v + beta - m} in [0, 1], in place; softmax = pv / s
+        # softmax over v alone, fused (one read and one write of (B, K)), in place on the CPU; then its sum from
+        # its largest entry: max_k pv = e^0 / s_v, so the log-sum-exp of v is m_v - log max pv
+        m_v = v.amax(1, keepdim=True)  # (B, 1)
+        pv = torch.ops.aten._softmax.out(v, 1, False, out=v) if v.device.type == "cpu" else torch.softmax(v, 1)
+        lse_v = m_v - torch.log(pv.amax(1, keepdim=True))  # (B, 1); finfo.min when every entry is masked
+        m = torch.maximum(lse_v, ua.amax(1, keepdim=True))  # (B, 1)
+        ev = torch.exp(lse_v - m)  # (B, 1) the sampled block's share, times e^{lse - m}
         pu = torch.exp(ua - m)  # (B, T)
-        s = pv.sum(1, keepdim=True) + pu.sum(1, keepdim=True)  # (B, 1)
+        s = ev + pu.sum(1, keepdim=True)  # (B, 1)
         loss = (m + torch.log(s)).squeeze(1) - (u + gamma).mean(1)  # (B,)
-        # pv stays unnormalised: backward folds 1/s into per-row factors, no extra pass over (B, K)
-        ctx.save_for_backward(x, Wt, Ws, pu, pv, s, true_ids, sampled_ids)
+        # backward: softmax_v = pv * ev / s, folded into per-row factors, no extra pass over (B, K)
+        ctx.save_for_backward(x, Wt, Ws, pu, pv, ev, s, true_ids, sampled_ids)
         ctx.meta = ((W.shape, W.dtype, None if b is None else b.dtype), reduction, sparse)
         if reduction == "mean":
             return loss.mean()
@@ -124,15 +157,14 @@ class SampledSoftmaxXent(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # no double backward: the saved softmax is not a function of the inputs
     def backward(ctx, grad_out):
-        x, Wt, Ws, pu, pv, s, true_ids, sampled_ids = ctx.saved_tensors
+        x, Wt, Ws, pu, pv, ev, s, true_ids, sampled_ids = ctx.saved_tensors
         w_meta, reduction, sparse = ctx.meta
         B, T = true_ids.shape
         scale = grad_out[:, None] if reduction == "none" else (grad_out / B if reduction == "mean" else grad_out)
-        r = scale / s  # (B, 1): dl/dv_bk = pv_bk * r_b (softmax times the upstream gradient)
+        r = scale / s  # (B, 1)
         gu = (pu * r - scale / T).to(x.dtype)  # (B, T)  dl/du
-        # fold r into (B, d) / (K,) factors when no dtype cast is needed; 16-bit inputs normalise first
-        # (unnormalised pv @ Ws could overflow float16)
-        fold = sampled_ids.dim() == 1 and x.dtype == pv.dtype
+        r = r * ev  # dl/dv_bk = pv_bk * r_b
+        fold = sampled_ids.dim() == 1 and x.dtype == pv.dtype  # 16-bit inputs: G in x's dtype, r applied first
         G, rx = (pv, r.to(x.dtype)) if fold else ((pv * r).to(x.dtype), None)
         grads = candidate_grads(ctx.needs_input_grad, x, Wt, Ws, true_ids, sampled_ids, gu, G, rx, w_meta, sparse)
         return (*grads, None, None, None, None, None, None, None, None)
@@ -144,10 +176,9 @@ class CandidateLogits(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, W, b, true_ids, sampled_ids, cd, sparse):
-        Wt, Ws, u, v = gather(x, W, b, true_ids, sampled_ids, cd)
+        Wt, Ws, u, v = gather(x, W, b, true_ids, sampled_ids, cd, None if b is None else b[sampled_ids].to(cd))
         if b is not None:
             u = u + b[true_ids].to(cd)
-            v = v + b[sampled_ids].to(cd)
         ctx.save_for_backward(x, Wt, Ws, true_ids, sampled_ids)
         ctx.meta = ((W.shape, W.dtype, None if b is None else b.dtype), sparse)
         return u, v
