@@ -21,8 +21,8 @@ Methods (every step builds the loss and its gradients for W, b and x; labels are
   tf            tf.nn.sampled_softmax_loss (its default log-uniform unique sampler) in a tf.function; TF returns
                 IndexedSlices for W and b, which is what sparse=True is to softmaxlab
 Time: each (C, d, B) group runs in a fresh worker process; the methods are interleaved in rounds
-(A B C A B C ...), every burst starts with one untimed step (it absorbs a method switch: TF's spinning
-threads, cold caches) and the table reports the median per-step time over all rounds (min alongside).
+(A B C A B C ...), every burst starts with untimed steps, at least one and for at least SWITCH_S = 50 ms (they
+absorb a method switch: TF's threads go on spinning after its steps, cold caches) and the table reports the median per-step time over all rounds (min alongside).
 Cells slower than 1 s per step are timed once (after compilation for full_compile). Ratios come from one
 run. Threads: by default each library keeps its own default (torch: one per core; TF: its own pools), as a
 user gets them; --threads N sets torch.set_num_threads and TF's intra/inter-op pools to N for every method.
@@ -75,6 +75,7 @@ HEADLINE_METHODS = ("full", "full_compile", "adaptive", "naive", "sl_default", "
                     "sl_logq_dense", "tf", "sl_default_sgd", "sl_default_adam")
 PER_GROUP = {"full", "full_compile", "adaptive"}  # K-independent: measured once per (C, d, B)
 SLOW_S = 1.0  # a burst whose warm-up step took longer is timed once per round, in at most 2 rounds
+SWITCH_S = 0.05  # untimed warm-up per burst: one step, or more until this long (TF's threads spin on after a step)
 
 
 @dataclass(frozen=True)
@@ -341,9 +342,13 @@ def worker_time(C, d, B, Ks, methods, rounds, steps, seed):
             if c in slow:
                 timed(c)
                 continue
-            t0 = time.perf_counter()
-            fns[c]()  # untimed: absorbs the switch from the previous method
-            warm = time.perf_counter() - t0
+            t_end = time.perf_counter() + SWITCH_S
+            while True:  # untimed: absorbs the switch from the previous method (TF's threads spin for a while)
+                t0 = time.perf_counter()
+                fns[c]()
+                warm = time.perf_counter() - t0
+                if t0 + warm >= t_end or warm > SLOW_S:
+                    break
             if warm > SLOW_S:
                 slow.add(c)
             n = 1 if warm > SLOW_S else max(1, min(steps, int(1.0 / max(warm, 1e-6))))
