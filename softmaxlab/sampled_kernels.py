@@ -66,7 +66,7 @@ def candidate_grads(needs, x, Wt, Ws, true_ids, sampled_ids, gu, G, rx, w_meta, 
     if needs[0]:
         dx = gu * Wt[:, 0] if T == 1 else (gu[:, :, None] * Wt).sum(1)  # (B, d); bmm is 5x slower here
         if shared:
-            dx = dx + (linear(G, Ws.T) * rx if rx is not None else linear(G, Ws.T))
+            dx = torch.addcmul(dx, linear(G, Ws.T), rx) if rx is not None else dx + linear(G, Ws.T)
         else:
             dx = dx + torch.bmm(G[:, None, :], Ws).squeeze(1)
     rows = torch.cat([true_ids.reshape(-1), sampled_ids.reshape(-1)])  # (B*T + K) or (B*T + B*K)
@@ -74,32 +74,32 @@ def candidate_grads(needs, x, Wt, Ws, true_ids, sampled_ids, gu, G, rx, w_meta, 
     fold_b = shared and want_b and x.dtype in (torch.float32, torch.float64)  # db as one more column of dW's GEMM
     gw_samp = gb_samp = None
     if shared and (needs[1] or fold_b):
-        xr = x * rx if rx is not None else x  # (B, d)
-        if fold_b:  # G^T [x r, r]: db without a pass over (B, K) of its own
-            r = rx if rx is not None else torch.ones((B, 1), dtype=x.dtype, device=x.device)
-            xr = torch.cat([xr, r], 1) if needs[1] else r
-        g = linear(xr.T, G.T).T  # (K, d[+1]) = G^T x as (d, B) x (B, K): the layout oneDNN and MKL run fastest
+        # G^T [x r, r] (K, d[+1]), as (d[+1], B) x (B, K): the layout oneDNN and MKL run fastest; the left factor
+        # is written transposed by the product itself (oneDNN's own transposing copy of it took up to 2.7x the
+        # GEMM), and its last row r gives db without a pass over (B, K) of its own
+        xrT = torch.empty(((d if needs[1] else 0) + fold_b, B), dtype=x.dtype, device=x.device)
+        if needs[1]:
+            torch.mul(x.T, rx.T, out=xrT[:d]) if rx is not None else xrT[:d].copy_(x.T)
+        if fold_b:
+            xrT[-1] = rx[:, 0] if rx is not None else 1
+        g = linear(xrT, G.T).T
         gw_samp, gb_samp = g[:, :d], g[:, -1] if fold_b else None
     if shared and want_b and not fold_b:
         acc = torch.promote_types(G.dtype, torch.float32)  # 16-bit G sums in float32
         gb_samp = (G.T.to(acc) @ rx.to(acc)).squeeze(1) if rx is not None else G.sum(0, dtype=acc)  # (K,)
     if needs[1]:
         g_samp = gw_samp if shared else (G[:, :, None] * x[:, None, :]).reshape(-1, d)  # (K or B*K, d)
-        dW = scatter_rows(rows, stack_rows((gu[:, :, None] * x[:, None, :]).reshape(B * T, d), g_samp, w_dtype),
-                          (C, d), sparse)
+        vals = torch.empty((B * T + g_samp.shape[0], d), dtype=w_dtype, device=x.device)  # true rows, then sampled
+        if w_dtype == x.dtype:
+            torch.mul(gu[:, :, None], x[:, None, :], out=vals[:B * T].view(B, T, d))
+        else:
+            vals[:B * T].copy_((gu[:, :, None] * x[:, None, :]).reshape(B * T, d))
+        vals[B * T:].copy_(g_samp)  # a transposed view: copy_ reads it twice as fast as cat does
+        dW = scatter_rows(rows, vals, (C, d), sparse)
     if want_b:
         g_samp = gb_samp if shared else G.reshape(-1)  # (K,) or (B*K,)
-        db = scatter_rows(rows, stack_rows(gu.reshape(-1), g_samp, b_dtype), (C,), sparse)
+        db = scatter_rows(rows, torch.cat([gu.reshape(-1).to(b_dtype), g_samp.to(b_dtype)]), (C,), sparse)
     return dx, dW, db
-
-
-def stack_rows(a: torch.Tensor, b: torch.Tensor, dtype) -> torch.Tensor:
-    """cat([a, b]) in dtype; b may be a transposed view (dW's GEMM output), which copy_ reads twice as fast as
-    cat does."""
-    out = torch.empty((a.shape[0] + b.shape[0], *a.shape[1:]), dtype=dtype, device=a.device)
-    out[:a.shape[0]].copy_(a)
-    out[a.shape[0]:].copy_(b)
-    return out
 
 
 def scatter_rows(rows: torch.Tensor, vals: torch.Tensor, size, sparse: bool) -> torch.Tensor:
