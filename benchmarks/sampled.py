@@ -21,8 +21,9 @@ Methods (every step builds the loss and its gradients for W, b and x; labels are
   tf            tf.nn.sampled_softmax_loss (its default log-uniform unique sampler) in a tf.function; TF returns
                 IndexedSlices for W and b, which is what sparse=True is to softmaxlab
 Time: each (C, d, B) group runs in a fresh worker process; the methods are interleaved in rounds
-(A B C A B C ...), every burst starts with untimed steps, at least one and for at least SWITCH_S = 50 ms (they
-absorb a method switch: TF's threads go on spinning after its steps, cold caches) and the table reports the median per-step time over all rounds (min alongside).
+(A B C A B C ...), every burst starts with untimed steps, at least one and for at least SWITCH_S = 50 ms
+(they absorb a method switch: TF's threads go on spinning after its steps, cold caches), and the table
+reports the median per-step time over all rounds (min alongside).
 Cells slower than 1 s per step are timed once (after compilation for full_compile). Ratios come from one
 run. Threads: by default each library keeps its own default (torch: one per core; TF: its own pools), as a
 user gets them; --threads N sets torch.set_num_threads and TF's intra/inter-op pools to N for every method.

@@ -218,8 +218,9 @@ def kill_campaign(work: Path, kills: int = 20, seed: int = 0, lo: float = 0.3, h
     Attempts cycle through `modes`: "time" kills after a random delay in [lo, hi] s; "watch" kills on sight of
     the n-th new temp file (n random in 1..4); "in-write" makes the sweep SIGKILL itself inside its n-th fsync
     (n random in 1..3), between writing a temp file and renaming it; "after-checkpoint" makes it SIGKILL itself
-    just after its n-th checkpoint (n random in 1..2), leaving a run part-way for the next attempt to resume. When a sweep finishes before the kills are
-    spent, a new round starts in a fresh --out. Every round is checked against an uninterrupted sweep.
+    just after its n-th checkpoint (n random in 1..2), leaving a run part-way for the next attempt to resume.
+    When a sweep finishes before the kills are spent, a new round starts in a fresh --out. Every round is
+    checked against an uninterrupted sweep.
     """
     env = env or child_env()
     rng = random.Random(seed)
