@@ -79,7 +79,7 @@ def candidate_grads(needs, x, Wt, Ws, true_ids, sampled_ids, gu, G, rx, w_meta, 
         # GEMM), and its last row r gives db without a pass over (B, K) of its own
         xrT = torch.empty(((d if needs[1] else 0) + fold_b, B), dtype=x.dtype, device=x.device)
         if needs[1]:
-            xrT[:d].copy_((x * rx).T if rx is not None else x.T)  # 2.7x faster than mul(x.T, rx.T, out=)
+            torch.mul(x.T, rx.T, out=xrT[:d]) if rx is not None else xrT[:d].copy_(x.T)
         if fold_b:
             xrT[-1] = rx[:, 0] if rx is not None else 1
         g = linear(xrT, G.T).T
