@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import fakes
@@ -115,17 +116,22 @@ def test_stale_temps_removed_live_ones_kept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, and stays unreaped until wait()
+    while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
     try:
         names = {f".result.json.tmp{dead_pid}": False, f"checkpoint.pt.tmp{dead_pid}": False,
-                 f".write-probe{dead_pid}": False, f".metrics.jsonl.tmp{live.pid}": True, "result.json": True,
-                 "checkpoint.pt": True, "notes.tmp": True}
+                 f".write-probe{dead_pid}": False, f".checkpoint.pt.tmp{zombie.pid}": False,
+                 f".metrics.jsonl.tmp{live.pid}": True, "result.json": True, "checkpoint.pt": True,
+                 "notes.tmp": True}
         for n in names:
             (tmp_path / n).write_text("x")
-        assert runs.remove_stale_temps(tmp_path) == 3
+        assert runs.remove_stale_temps(tmp_path) == 4
         assert {p.name for p in tmp_path.iterdir()} == {n for n, keep in names.items() if keep}
     finally:
         live.kill()
         live.wait()
+        zombie.wait()
 
 
 @pytest.mark.slow

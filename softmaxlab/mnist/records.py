@@ -150,7 +150,11 @@ def _alive(pid: int) -> bool:
         return False
     except (PermissionError, OverflowError):  # another user's process, or not a pid at all: leave it
         return True
-    return True
+    try:  # a killed writer nobody has reaped yet (a helper orphaned in a container whose pid 1 reaps nothing)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):  # no /proc (not Linux): it answered signal 0, so count it as alive
+        return True
 
 
 # ---- checkpoints: a plain dict of tensors and plain types (weights_only loads it) ------------------------
