@@ -34,8 +34,8 @@ def linear(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -
     return a @ b.T if bias is None else torch.addmm(bias, a, b.T)
 
 
-def gather(x, W, b, true_ids, sampled_ids, cd, beta=None):
-    """Wt (B, T, d), Ws (K, d) or (B, K, d) in x's dtype; u (B, T) and v (B, K) in cd, u without the bias.
+def gather(x, W, true_ids, sampled_ids, cd, beta=None):
+    """Wt (B, T, d), Ws (K, d) or (B, K, d) in x's dtype; u (B, T) and v (B, K) in cd, without the bias.
 
     beta (K,) or (B, K) in cd, added to v: for shared draws in x's dtype it rides in the GEMM (one pass over
     (B, K) less)."""
@@ -49,7 +49,7 @@ def gather(x, W, b, true_ids, sampled_ids, cd, beta=None):
         Ws = Ws.view(B, -1, d)
         v = torch.bmm(Ws, x[:, :, None]).squeeze(2).to(cd)
     elif beta is not None and x.dtype == cd:
-        return Wt, Ws, u, linear(x, Ws, beta.expand(Ws.shape[0]))
+        v, beta = linear(x, Ws, beta.expand(Ws.shape[0])), None
     else:
         v = linear(x, Ws).to(cd)
     return Wt, Ws, u, v if beta is None else v.add_(beta)
@@ -132,7 +132,7 @@ class SampledSoftmaxXent(torch.autograd.Function):
     def forward(ctx, x, W, b, true_ids, sampled_ids, alpha, beta, mask, gamma, reduction, sparse):
         if b is not None:
             beta = beta + b[sampled_ids].to(alpha.dtype)  # (K,) or (B, K)
-        Wt, Ws, u, v = gather(x, W, b, true_ids, sampled_ids, alpha.dtype, beta)  # v = x Ws^T + beta (B, K)
+        Wt, Ws, u, v = gather(x, W, true_ids, sampled_ids, alpha.dtype, beta)  # v = x Ws^T + beta (B, K)
         if b is not None:
             u = u + b[true_ids].to(u.dtype)
         mask_(v, mask)
@@ -176,7 +176,7 @@ class CandidateLogits(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, W, b, true_ids, sampled_ids, cd, sparse):
-        Wt, Ws, u, v = gather(x, W, b, true_ids, sampled_ids, cd, None if b is None else b[sampled_ids].to(cd))
+        Wt, Ws, u, v = gather(x, W, true_ids, sampled_ids, cd, None if b is None else b[sampled_ids].to(cd))
         if b is not None:
             u = u + b[true_ids].to(cd)
         ctx.save_for_backward(x, Wt, Ws, true_ids, sampled_ids)
