@@ -152,11 +152,7 @@ def fmt_cell(v) -> str:
         return "yes" if v else "no"
     if isinstance(v, int):
         return f"{v:,}"
-    if isinstance(v, float):
-        return fmt(v, ".4g")
-    if v is None:
-        return "n/a"
-    return str(v)
+    return fmt(v) if isinstance(v, float) or v is None else str(v)
 
 
 def duration(s) -> str:

@@ -182,8 +182,8 @@ def deep_diagnostics(s: Summary):
     axes[0][1].set_yscale("log")
     for ax in axes[0]:
         ax.set_xlabel("step")
-    axes[0][0].plot([], [], color=C_EQUAL, label="good seed")
-    axes[0][0].plot([], [], color=C_FIXED, label="failing seed")
+    for color, label in ((C_EQUAL, "good seed"), (C_FIXED, "failing seed")):
+        axes[0][0].plot([], [], color=color, label=label)
     axes[0][0].legend(fontsize=8.5)
     fig.suptitle(f"L = {L}: dead units and gradient norm against step")
     return fig

@@ -134,7 +134,8 @@ def _html_block(b, figures: dict[str, tuple[bytes, bytes]], printable: bool = Fa
         png, svg = figures[b.name]
         uri = ("data:image/svg+xml;base64," + base64.b64encode(svg).decode("ascii") if printable else
                "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
-        w, h = _png_size(png)  # shown at 100 dpi: the PNGs are 150 dpi, sharp on high-density screens
+        w, h = (int.from_bytes(png[i:i + 4], "big") for i in (16, 20))  # pixels, from the PNG's IHDR chunk
+        # shown at 100 dpi: the PNGs are 150 dpi, sharp on high-density screens
         return (f'<figure id="fig-{_h(b.name)}"><img src="{uri}" width="{w * 2 // 3}" height="{h * 2 // 3}" '
                 f'alt="{_h(b.caption)}">'
                 f"<figcaption>{_h(b.caption)}</figcaption></figure>")
@@ -157,11 +158,6 @@ def _html_block(b, figures: dict[str, tuple[bytes, bytes]], printable: bool = Fa
             out.append('<div class="runs-details">' + "".join(_html_details(d) for d in b.details) + "</div>")
         return "\n".join(out)
     raise TypeError(f"unknown block {type(b).__name__}")
-
-
-def _png_size(png: bytes) -> tuple[int, int]:
-    """(width, height) in pixels from the PNG's IHDR chunk."""
-    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
 def render_html(summary: Summary, figures: dict[str, tuple[bytes, bytes]], printable: bool = False) -> str:
