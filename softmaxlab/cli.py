@@ -6,6 +6,7 @@ Every user error ends as one line `error: ...` and exit code 2; Ctrl-C keeps eve
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -23,6 +24,7 @@ from . import __version__
 from .bias import bias_study, format_table
 from .config import load_config
 from .errors import SoftmaxlabError
+from .extras.tracking import make_tracker
 from .gradcheck import run_checks
 from .kernel_bias import PROPOSALS, kernel_bias_study
 from .mnist import records, study
@@ -191,12 +193,15 @@ def train(cfg: TrainConfig, data_dir: Optional[Path] = DataDir,
     print(f"{res['name']}: {records.outcome(res)}")
 
 
-def _tracker(kind: str, out):
-    if kind in (None, "none"):
-        return None
-    from .extras.tracking import make_tracker
-
-    return make_tracker(kind, out)
+@contextlib.contextmanager
+def _tracking(kind: str, out: str):
+    """--track's tracker for the study under `out` (None for none), closed however the command ends."""
+    tracker = make_tracker(kind, Path(out))  # MLflow / TensorBoard are imported only when chosen
+    try:
+        yield tracker
+    finally:
+        if tracker is not None:
+            tracker.close()
 
 
 @app.command()
@@ -217,8 +222,7 @@ def sweep(cfg: SweepConfig, base: TrainConfig, data_dir: Optional[Path] = DataDi
         from .extras.ray import execute_ray, require_ray
 
         require_ray()  # not installed: say so before loading anything
-    tracker = _tracker(cfg.track, Path(cfg.out))
-    try:
+    with _tracking(cfg.track, cfg.out) as tracker:
         out = records.ensure_dir(cfg.out)
         study.check_study(out, "sweep", protocol(base))
         data = study.load_data(data_dir)
@@ -232,9 +236,6 @@ def sweep(cfg: SweepConfig, base: TrainConfig, data_dir: Optional[Path] = DataDi
         if tracker is not None:
             for name in ("results.csv", "summary.json"):
                 tracker.log_artifact(out / name)
-    finally:
-        if tracker is not None:
-            tracker.close()
     for r in rows:
         ci = "" if r.n < 2 else f" +/- {r.test_acc_ci:.4f}"
         print(f"{r.name:<16} params={r.params:>9,} test_acc={r.test_acc_mean:.4f}{ci} "
@@ -249,8 +250,7 @@ def reproduce(cfg: ReproduceConfig, data_dir: Optional[Path] = DataDir,
     """The main job: answer Problem 1 and Q1-Q4 with figures, CIs and provenance in --out/report.html."""
     t0 = time.perf_counter()
     cfg.resolved().plan()  # a bad option: say so before anything is written
-    tracker = _tracker(cfg.track, Path(cfg.out))
-    try:
+    with _tracking(cfg.track, cfg.out) as tracker:
         summary, data = study.reproduce(cfg, data_dir, log=(lambda s: None) if json_out else print,
                                         tracker=tracker, progress=should_show(json_out=json_out))
         out = Path(cfg.out)
@@ -258,9 +258,6 @@ def reproduce(cfg: ReproduceConfig, data_dir: Optional[Path] = DataDir,
         if tracker is not None:
             for path in [out / "summary.json", out / "results.csv", *written.values()]:
                 tracker.log_artifact(path, subdir=path.parent.relative_to(out).as_posix())
-    finally:
-        if tracker is not None:
-            tracker.close()
     if json_out:
         answers = {k: dataclasses.asdict(summary)[k] for k in ("q1", "q2", "q3", "q4", "wall_time_s")}
         print(json.dumps(dict(answers, report=str(out / "report.html")), indent=2, default=str))

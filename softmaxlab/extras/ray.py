@@ -30,8 +30,6 @@ from ..mnist.configs import TrainConfig
 from ..mnist.data import Data
 from ..mnist.train import train
 
-EXECUTORS = ("local", "ray")
-
 
 def require_ray():
     try:
