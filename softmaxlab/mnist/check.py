@@ -82,12 +82,10 @@ _REASONS = (
 
 
 def _reason(msg: str, row: dict) -> str:
-    for needle, words in _REASONS:
-        if needle in msg:
-            if words == "truncated" and row["bytes"] is not None:
-                return f"truncated ({row['bytes']:,} of {row['expected_bytes']:,} bytes)"
-            return words
-    return msg.split(";")[0]
+    words = next((words for needle, words in _REASONS if needle in msg), None)
+    if words == "truncated" and row["bytes"] is not None:
+        return f"truncated ({row['bytes']:,} of {row['expected_bytes']:,} bytes)"
+    return words or msg.split(";")[0]
 
 
 def check_report(rows: list[dict], data_dir: Path) -> tuple[list[str], str | None]:
@@ -113,7 +111,3 @@ def check_report(rows: list[dict], data_dir: Path) -> tuple[list[str], str | Non
         fix = f"replace {it} in {data_dir} with {copies} (or delete {it} and run softmaxlab data check --download)"
     return lines, f"{len(bad)} of the {len(rows)} MNIST files failed verification (see above): {fix}, then re-run " \
                   f"softmaxlab data check"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Split and conversion

@@ -74,8 +74,8 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
     xs = torch.empty((n, train_split.x.shape[1]), dtype=torch.uint8, device=dev)  # this epoch's order
     ys = torch.empty(n, dtype=torch.long, device=dev)
     losses = torch.empty(steps, device=dev)  # per step, filled without a host sync
-    bar = _bar(progress, cfg.epochs * steps, start * steps,
-               "linear" if cfg.model == "linear" else f"mlp L={cfg.layers} k={width}")
+    bar = tqdm(total=cfg.epochs * steps, initial=start * steps, unit="step", leave=False, dynamic_ncols=True,
+               desc="linear" if cfg.model == "linear" else f"mlp L={cfg.layers} k={width}") if progress else None
     graph, graph_error, diverged = None, None, None
     diag = Recorder(to_float(val_split.x[:PROBE], cfg.normalize), eng.n, points) if cfg.diagnostics else None
 
@@ -162,9 +162,3 @@ def shuffle_rng(cfg: TrainConfig) -> torch.Generator:
 
 def _use_graph(dev: torch.device, cfg: TrainConfig) -> bool:
     return dev.type == "cuda" and cfg.cuda_graph and not cfg.diagnostics  # diagnostics: points between steps
-
-
-def _bar(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False, dynamic_ncols=True)
