@@ -148,12 +148,11 @@ class Engine:
         """
         B = yb.shape[0]
         buf = self._buffers(B)
-        x = buf["x"].copy_(xb).div_(255)  # as data.to_float
+        h = buf["x"].copy_(xb).div_(255)  # as data.to_float
         if self.normalize:
-            x.sub_(MEAN).div_(STD)
+            h.sub_(MEAN).div_(STD)
         acts = []  # acts[l]: the input of layer l in its compute precision (post-ReLU output of layer l-1)
         rnd = self._round  # emulated bf16: round where a bf16 GEMM would write bf16; otherwise a no-op
-        h = x
         for l in range(self.n):
             if self.convert[l]:
                 h = rnd(buf["lo"][l].copy_(h), l)
@@ -245,7 +244,7 @@ class IndexedStep:
         self.t = torch.zeros(1, dtype=torch.long, device=dev)
         self.offsets = torch.arange(bs, device=dev)
         self.loss = torch.empty((), device=dev)
-        self.graph = None
+        self.graph, self.replay = None, self._step  # replay: one step, eager or as the captured graph
         if capture:
             saved = [p.clone() for p in eng.tensors()]
             side = torch.cuda.Stream()
@@ -260,6 +259,7 @@ class IndexedStep:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self._step()
+            self.replay = self.graph.replay
 
     def _step(self):
         idx = self.t * self.bs + self.offsets  # (B,) rows of batch t
@@ -269,12 +269,6 @@ class IndexedStep:
 
     def start_epoch(self):
         self.t.zero_()
-
-    def replay(self):
-        if self.graph is None:
-            self._step()
-        else:
-            self.graph.replay()
 
 
 def _capture(eng: Engine, xs, ys, losses, bs: int):

@@ -273,13 +273,12 @@ def outcome(r: dict) -> str:
 
 def git_commit() -> str:
     here = Path(__file__).resolve().parent
+    git = lambda *args: subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5)
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=5)
+        rev = git("rev-parse", "HEAD")
         if rev.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
         return rev.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -15,6 +15,7 @@ in progress.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import multiprocessing
@@ -162,10 +163,8 @@ def _die_with_parent(parent: int) -> None:
     not a handler: a helper must not live on to take a dead parent's run lock; every write is atomic, so a
     kill at any moment loses at most the epoch in progress."""
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):
-            pass
     if os.getppid() != parent:  # the parent died before the line above: nobody to work for
         os._exit(1)
 
