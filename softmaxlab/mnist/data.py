@@ -79,9 +79,7 @@ def _cache_dirs(data_dir: Path) -> list[Path]:
     """Where decoded arrays are looked for, in order: $SOFTMAXLAB_CACHE alone if set, else beside the data
     then ~/.cache/softmaxlab/decoded (used when the data dir is read-only)."""
     env = os.environ.get(ENV_CACHE, "")
-    if env:
-        return [Path(env).expanduser()]
-    return [data_dir, Path.home() / ".cache" / "softmaxlab" / "decoded"]
+    return [Path(env).expanduser()] if env else [data_dir, Path.home() / ".cache" / "softmaxlab" / "decoded"]
 
 
 def _find(data_dir: Path, name: str) -> Path | None:

@@ -68,8 +68,8 @@ def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool
 
 def _execute(order, out, data, progress, log, tracker, helpers, helper_only) -> dict[str, dict]:
     results: dict[str, dict] = {}
-    bar = tqdm(total=len(order), desc="runs", unit="run", dynamic_ncols=True) if progress else None
-    log = log if bar is None else bar.write
+    bar = tqdm(total=len(order), desc="runs", unit="run", dynamic_ncols=True, disable=not progress)
+    log = bar.write if progress else log
     for wait in (False,) if helper_only else (False, True):  # a helper leaves the runs others hold to them
         if wait:
             for p in helpers:  # their runs are done (or, if one failed, unlocked for us to train)
@@ -80,10 +80,8 @@ def _execute(order, out, data, progress, log, tracker, helpers, helper_only) -> 
             res = run_one(cfg, out, data, wait=wait, progress=progress, log=log, tracker=tracker)
             if res is not None:
                 results[rid] = res
-                if bar is not None:
-                    bar.update(1)
-    if bar is not None:
-        bar.close()
+                bar.update(1)
+    bar.close()
     return results
 
 

@@ -73,15 +73,14 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, tracker=None, prog
     Returns the summary and the data (the report draws misclassified test digits from it).
     """
     cfg = cfg.resolved()
-    plan = cfg.plan()
+    plan, base = cfg.plan(), cfg.base()
     out = records.ensure_dir(cfg.out)
-    check_study(out, "reproduce", protocol(cfg.base()))
+    check_study(out, "reproduce", protocol(base))
     records.write_json(out / "config.json", dataclasses.asdict(cfg))
     data = load_data(data_dir)
     unique = {records.run_id(c.identity()): c for cs in plan.values() for c in cs}
     log(f"reproduce: {len(unique)} runs ({cfg.seeds} seed(s), {cfg.epochs} epoch(s) each) -> {out}")
-    note = precision_note(cfg.base())
-    if note:
+    if note := precision_note(base):
         log(note)
     with study_progress(out, list(unique), show=progress):
         done = execute(list(unique.values()), out, data, progress=False, log=log, tracker=tracker, workers=cfg.workers)
@@ -92,7 +91,6 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, tracker=None, prog
     problem1 = problem1_study(cfg, out, data, by_q["q1"][0]["run_id"], log)
     q4 = tuple(summarize(by_q["q4"]))
     fixed = tuple(summarize(by_q["q4_fixed"])) if "q4_fixed" in by_q else None
-    base = cfg.base()
     q1, q2 = summarize(by_q["q1"])[0], summarize(by_q["q2"])[0]
     archs = list({a.name: a for a in [q1, q2, *q4, *(fixed or [])]}.values())
     # the protocol's runs answer Q1-Q4; the others (diagnostic, lr extension) only their own sections
