@@ -55,6 +55,7 @@ ENV_CACHE = "SOFTMAXLAB_CACHE"
 ENV_MIRRORS = "SOFTMAXLAB_MNIST_MIRRORS"
 
 _WHERE = f"point --data-dir or {ENV_DATA} at a folder holding the four MNIST IDX files (raw or .gz)"
+_WRITABLE = f"{_WHERE}, or a writable one"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -146,13 +147,9 @@ def _ensure_writable_dir(data_dir: Path) -> None:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SoftmaxlabError(
-            f"cannot create the data dir {data_dir} ({e.strerror or e}); {_WHERE}, or a writable one"
-        ) from None
+        raise SoftmaxlabError(f"cannot create the data dir {data_dir} ({e.strerror or e}); {_WRITABLE}") from None
     if not _writable(data_dir):
-        raise SoftmaxlabError(
-            f"data dir {data_dir} is not writable, cannot download MNIST into it; {_WHERE}, or a writable one"
-        )
+        raise SoftmaxlabError(f"data dir {data_dir} is not writable, cannot download MNIST into it; {_WRITABLE}")
 
 
 TIMEOUT = 5.0  # seconds per socket operation with a mirror: short, so an offline machine hears so quickly
@@ -205,7 +202,7 @@ def download_file(
             failures.append(f"{url}: {' '.join(str(e).split()) or type(e).__name__}")
             reached = reached or not _unreachable(e)
         else:
-            atomic_write(data_dir / f"{name}.gz", raw, fix=f"{_WHERE}, or a writable one")
+            atomic_write(data_dir / f"{name}.gz", raw, fix=_WRITABLE)
             return arr
     if urls and not reached:
         raise MirrorsUnreachable(f"no MNIST mirror answered ({len(urls)} tried, {timeout:g} s time-out)")

@@ -202,11 +202,9 @@ class Engine:
 
     def state_dict(self, model: nn.Module) -> dict:
         """The weights under `model`'s state_dict names, as CPU copies."""
-        out = {}
-        for l, name in enumerate(name for name, m in model.named_modules() if isinstance(m, nn.Linear)):
-            out[f"{name}.weight"] = self.W[l].detach().cpu().clone()
-            out[f"{name}.bias"] = self.b[l][0].detach().cpu().clone()
-        return out
+        names = (name for name, m in model.named_modules() if isinstance(m, nn.Linear))
+        return {f"{name}.{k}": t.detach().cpu().clone() for name, W, b in zip(names, self.W, self.b)
+                for k, t in (("weight", W), ("bias", b[0]))}
 
     @torch.no_grad()
     def write_back(self, model: nn.Module) -> None:
