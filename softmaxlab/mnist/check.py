@@ -10,49 +10,36 @@ from pathlib import Path
 
 from ..errors import SoftmaxlabError
 from . import data
-from .data import (
-    _WHERE,
-    ENV_DATA,
-    TIMEOUT,
-    MirrorsUnreachable,
-    _cap,
-    _decode,
-    _find,
-    _read_file,
-    _verify,
-    download_file,
-    resolve_data_dir,
-)
 
 
 def check(data_dir: str | os.PathLike | None = None, download: bool = False, *,
-          mirrors: Sequence[str] | None = None, timeout: float = TIMEOUT,
+          mirrors: Sequence[str] | None = None, timeout: float = data.TIMEOUT,
           files: Mapping[str, tuple[str, int]] | None = None) -> list[dict]:
     """Verify each file from scratch (no cache): one dict per file with name, path (None if missing),
     sha256 and bytes of the decoded payload (None if unreadable), ok, error (the message, or None) and
     reason (a few words for the table: missing, truncated, wrong checksum, not IDX, ...)."""
     files = data.MNIST_FILES if files is None else files  # looked up now: tests point it at small files
-    d = resolve_data_dir(data_dir)
+    d = data.resolve_data_dir(data_dir)
     rows, offline = [], None
     for name, (sha, nbytes) in files.items():
         row = {"name": name, "path": None, "sha256": None, "bytes": None, "ok": False, "error": None,
                "reason": None, "expected_bytes": nbytes}
         try:
-            src = _find(d, name)
+            src = data._find(d, name)
             if src is None and download and offline is None:
                 try:
-                    download_file(name, d, sha, nbytes, mirrors, timeout)
-                except MirrorsUnreachable as e:
+                    data.download_file(name, d, sha, nbytes, mirrors, timeout)
+                except data.MirrorsUnreachable as e:
                     offline = e  # the other files would wait on the same dead mirrors: try no more
                     raise
-                src = _find(d, name)
+                src = data._find(d, name)
             if src is None:
                 why = f" and {offline}" if offline is not None else ""
-                raise SoftmaxlabError(f"{name} not found in {d} (looked for {name} and {name}.gz){why}; {_WHERE}")
+                raise SoftmaxlabError(f"{name} not found in {d} (looked for {name} and {name}.gz){why}; {data._WHERE}")
             row["path"] = str(src)
-            payload = _decode(_read_file(src), str(src), limit=_cap(nbytes))
+            payload = data._decode(data._read_file(src), str(src), limit=data._cap(nbytes))
             row["sha256"], row["bytes"] = hashlib.sha256(payload).hexdigest(), len(payload)
-            _verify(payload, name, sha, nbytes, str(src))
+            data._verify(payload, name, sha, nbytes, str(src))
             row["ok"] = True
         except SoftmaxlabError as e:
             row["error"], row["reason"] = str(e), _reason(str(e), row)
@@ -82,38 +69,28 @@ _REASONS = (
 
 
 def _reason(msg: str, row: dict) -> str:
-    for needle, words in _REASONS:
-        if needle in msg:
-            if words == "truncated" and row["bytes"] is not None:
-                return f"truncated ({row['bytes']:,} of {row['expected_bytes']:,} bytes)"
-            return words
-    return msg.split(";")[0]
+    words = next((words for needle, words in _REASONS if needle in msg), None)
+    if words == "truncated" and row["bytes"] is not None:
+        return f"truncated ({row['bytes']:,} of {row['expected_bytes']:,} bytes)"
+    return words or msg.split(";")[0]
 
 
 def check_report(rows: list[dict], data_dir: Path) -> tuple[list[str], str | None]:
     """`data check`'s table, one line per file, and the error line's message (None if all are ok)."""
-    lines = []
-    for r in rows:
-        shown = Path(r["path"]).name if r["path"] else r["name"]
-        if r["ok"]:
-            lines.append(f"ok  {shown:<26} {r['bytes']:>10,} bytes  sha256 {r['sha256']}")
-        else:
-            lines.append(f"BAD {shown:<26} {r['reason']}")
+    shown = lambda r: Path(r["path"]).name if r["path"] else r["name"]
+    lines = [f"ok  {shown(r):<26} {r['bytes']:>10,} bytes  sha256 {r['sha256']}" if r["ok"]
+             else f"BAD {shown(r):<26} {r['reason']}" for r in rows]
     bad = [r for r in rows if not r["ok"]]
     if not bad:
         return lines, None
     absent = all(r["path"] is None for r in bad)
     if any(r["reason"] == "the data dir is a file" for r in bad):
-        fix = f"{data_dir} is a file: {_WHERE}"
+        fix = f"{data_dir} is a file: {data._WHERE}"
     elif absent and len(bad) == len(rows):
-        fix = (f"put the four files (raw or .gz) in {data_dir}, or set {ENV_DATA} (or --data-dir) to the folder "
+        fix = (f"put the four files (raw or .gz) in {data_dir}, or set {data.ENV_DATA} (or --data-dir) to the folder "
                f"that holds them")
     else:
         it, copies = ("it", "a good copy") if len(bad) == 1 else ("them", "good copies")
         fix = f"replace {it} in {data_dir} with {copies} (or delete {it} and run softmaxlab data check --download)"
     return lines, f"{len(bad)} of the {len(rows)} MNIST files failed verification (see above): {fix}, then re-run " \
                   f"softmaxlab data check"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Split and conversion

@@ -29,8 +29,7 @@ def parse_range(text: str | int, what: str, lo: int = 0) -> list[int]:
         for part in str(text).split(","):
             part = part.strip()
             if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-                a, b = int(a), int(b)
+                a, b = map(int, part.split("-", 1))  # a leading minus leaves a = "", not an integer
                 if b < a:
                     raise ValueError
                 out += range(a, b + 1)
@@ -115,12 +114,10 @@ class TrainConfig:
         for name in ("train_subset", "eval_subset"):
             if not positive(getattr(self, name), none_ok=True):
                 bad(name, "pass a positive integer or leave it unset")
-        if self.init not in ("torch", "glorot"):
-            bad("init", "use torch or glorot")
-        if self.precision not in ("fp32", "bf16"):
-            bad("precision", "use fp32 or bf16")
-        if self.device not in ("auto", "cpu", "cuda"):
-            bad("device", "use auto, cpu or cuda")
+        for name, choices in (("init", ("torch", "glorot")), ("precision", ("fp32", "bf16")),
+                              ("device", ("auto", "cpu", "cuda"))):
+            if getattr(self, name) not in choices:
+                bad(name, f"use {', '.join(choices[:-1])} or {choices[-1]}")
         if self.device == "cuda" and not torch.cuda.is_available():
             bad("device", "no CUDA device is visible here; use --device cpu or auto")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
@@ -139,12 +136,8 @@ class TrainConfig:
 
         A field added after the first studies is left out at its default (init_seed/data_seed None,
         diagnostics False), so every run recorded before it keeps its run id."""
-        d = dataclasses.asdict(self)
-        for name in ("device", "threads", "cuda_graph"):
-            d.pop(name)
-        for name, default in NEW_FIELDS.items():
-            if d[name] is default:
-                d.pop(name)
+        d = {k: v for k, v in dataclasses.asdict(self).items()
+             if k not in ("device", "threads", "cuda_graph") and not (k in NEW_FIELDS and v is NEW_FIELDS[k])}
         if self.model == "linear":
             d["layers"], d["width"] = 0, 0
         elif self.width is None:  # width=None and the width it resolves to are the same run
@@ -183,14 +176,10 @@ class SweepConfig:
         seeds = parse_range(self.seeds, "seeds", 0)
         if self.model == "linear":
             return [dataclasses.replace(base, model="linear", seed=s) for s in seeds]
-        if self.width == "equal":
-            width = None
-        else:
-            width = parse_range(self.width, "width", 1)
-            if len(width) != 1:
-                raise SoftmaxlabError(f"--width {self.width!r} must be one integer or equal")
-            width = width[0]
-        return [dataclasses.replace(base, model="mlp", layers=L, width=width, seed=s)
+        width = None if self.width == "equal" else parse_range(self.width, "width", 1)
+        if width is not None and len(width) != 1:
+            raise SoftmaxlabError(f"--width {self.width!r} must be one integer or equal")
+        return [dataclasses.replace(base, model="mlp", layers=L, width=width[0] if width else None, seed=s)
                 for L in parse_range(self.layers, "layers", 1) for s in seeds]
 
 

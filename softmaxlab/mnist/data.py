@@ -8,6 +8,7 @@ the file and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import os
@@ -23,7 +24,6 @@ import torch
 
 from ..errors import SoftmaxlabError
 from .idx import (  # noqa: F401  (the file names are part of this module's API)
-    _RENAME,
     MNIST_FILES,
     PIXELS,
     TEST_IMAGES,
@@ -40,6 +40,7 @@ from .idx import (  # noqa: F401  (the file names are part of this module's API)
 )
 from .records import atomic_write
 
+# Each serves `<name>.gz`; tried in this order.
 MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -54,6 +55,7 @@ ENV_CACHE = "SOFTMAXLAB_CACHE"
 ENV_MIRRORS = "SOFTMAXLAB_MNIST_MIRRORS"
 
 _WHERE = f"point --data-dir or {ENV_DATA} at a folder holding the four MNIST IDX files (raw or .gz)"
+_WRITABLE = f"{_WHERE}, or a writable one"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -62,12 +64,8 @@ _WHERE = f"point --data-dir or {ENV_DATA} at a folder holding the four MNIST IDX
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Explicit argument (the CLI's --data-dir), else $SOFTMAXLAB_DATA, else ~/.cache/softmaxlab/mnist."""
-    if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir).expanduser()
-    env = os.environ.get(ENV_DATA, "")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "softmaxlab" / "mnist"
+    d = (os.fspath(data_dir) if data_dir is not None else "") or os.environ.get(ENV_DATA, "")
+    return Path(d).expanduser() if d else Path.home() / ".cache" / "softmaxlab" / "mnist"
 
 
 def _writable(d: Path) -> bool:
@@ -82,9 +80,7 @@ def _cache_dirs(data_dir: Path) -> list[Path]:
     """Where decoded arrays are looked for, in order: $SOFTMAXLAB_CACHE alone if set, else beside the data
     then ~/.cache/softmaxlab/decoded (used when the data dir is read-only)."""
     env = os.environ.get(ENV_CACHE, "")
-    if env:
-        return [Path(env).expanduser()]
-    return [data_dir, Path.home() / ".cache" / "softmaxlab" / "decoded"]
+    return [Path(env).expanduser()] if env else [data_dir, Path.home() / ".cache" / "softmaxlab" / "decoded"]
 
 
 def _find(data_dir: Path, name: str) -> Path | None:
@@ -114,12 +110,9 @@ def _cache_get(dirs: Sequence[Path], sha256: str, shape: tuple[int, ...]) -> np.
     """The cached array, or None. Files only appear via os.replace, so a complete file with the right shape
     and dtype holds the verified payload; anything unreadable is ignored (and rebuilt by the caller)."""
     for d in dirs:
-        p = d / cache_key(sha256)
-        if not p.is_file():
-            continue
         try:
-            arr = np.load(p, allow_pickle=False)
-        except (OSError, ValueError, EOFError):
+            arr = np.load(d / cache_key(sha256), allow_pickle=False)
+        except (OSError, ValueError, EOFError):  # absent, a folder, or not a .npy
             continue
         if arr.dtype == np.uint8 and arr.shape == shape and arr.flags.c_contiguous:
             return arr
@@ -128,20 +121,14 @@ def _cache_get(dirs: Sequence[Path], sha256: str, shape: tuple[int, ...]) -> np.
 
 def _cache_put(dirs: Sequence[Path], sha256: str, arr: np.ndarray) -> Path | None:
     """Write to the first writable cache dir; the cache is an optimisation, so failure is not an error."""
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
     for d in dirs:
-        try:
+        with contextlib.suppress(OSError, SoftmaxlabError):
             d.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if not _writable(d):
-            continue
-        buf = io.BytesIO()
-        np.save(buf, arr, allow_pickle=False)
-        try:
-            atomic_write(d / cache_key(sha256), buf.getvalue())
-            return d / cache_key(sha256)
-        except SoftmaxlabError:
-            continue
+            if _writable(d):
+                atomic_write(d / cache_key(sha256), buf.getvalue())
+                return d / cache_key(sha256)
     return None
 
 
@@ -160,13 +147,9 @@ def _ensure_writable_dir(data_dir: Path) -> None:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SoftmaxlabError(
-            f"cannot create the data dir {data_dir} ({e.strerror or e}); {_WHERE}, or a writable one"
-        ) from None
+        raise SoftmaxlabError(f"cannot create the data dir {data_dir} ({e.strerror or e}); {_WRITABLE}") from None
     if not _writable(data_dir):
-        raise SoftmaxlabError(
-            f"data dir {data_dir} is not writable, cannot download MNIST into it; {_WHERE}, or a writable one"
-        )
+        raise SoftmaxlabError(f"data dir {data_dir} is not writable, cannot download MNIST into it; {_WRITABLE}")
 
 
 TIMEOUT = 5.0  # seconds per socket operation with a mirror: short, so an offline machine hears so quickly
@@ -178,9 +161,8 @@ class MirrorsUnreachable(SoftmaxlabError):
 
 def _unreachable(e: BaseException) -> bool:
     """A failure to reach the server (not an answer from it, such as a 404 or bad bytes)."""
-    if isinstance(e, urllib.error.HTTPError):
-        return False
-    return isinstance(e, (urllib.error.URLError, TimeoutError, ConnectionError, socket.gaierror))
+    reach = (urllib.error.URLError, TimeoutError, ConnectionError, socket.gaierror)
+    return isinstance(e, reach) and not isinstance(e, urllib.error.HTTPError)
 
 
 def _fetch(url: str, timeout: float, limit: int) -> bytes:
@@ -216,19 +198,17 @@ def download_file(
         except SoftmaxlabError as e:
             failures.append(" ".join(str(e).split(";")[0].split()))
             reached = True
-            continue
         except (OSError, http.client.HTTPException, ValueError) as e:
             failures.append(f"{url}: {' '.join(str(e).split()) or type(e).__name__}")
             reached = reached or not _unreachable(e)
-            continue
-        atomic_write(data_dir / f"{name}.gz", raw, fix=f"{_WHERE}, or a writable one")
-        return arr
-    names = ", ".join(MNIST_FILES)
+        else:
+            atomic_write(data_dir / f"{name}.gz", raw, fix=_WRITABLE)
+            return arr
     if urls and not reached:
         raise MirrorsUnreachable(f"no MNIST mirror answered ({len(urls)} tried, {timeout:g} s time-out)")
     raise SoftmaxlabError(
         f"could not download {name} ({' | '.join(failures) or 'no mirrors given'}); put the four files "
-        f"{names} (raw or .gz) in {data_dir}, or {_WHERE}"
+        f"{', '.join(MNIST_FILES)} (raw or .gz) in {data_dir}, or {_WHERE}"
     )
 
 
@@ -273,36 +253,6 @@ class Data:
     test: Split
 
 
-def _load_one(
-    data_dir: Path,
-    name: str,
-    sha256: str,
-    nbytes: int,
-    download_ok: bool,
-    mirrors: Sequence[str] | None,
-    timeout: float,
-    cache: bool,
-) -> np.ndarray:
-    shape = _expected_shape(name, nbytes)
-    dirs = _cache_dirs(data_dir)
-    src = _find(data_dir, name)
-    if src is None:
-        if not download_ok:
-            raise SoftmaxlabError(
-                f"{name} not found in {data_dir} (looked for {name} and {name}.gz); {_WHERE}, or download"
-            )
-        arr = download_file(name, data_dir, sha256, nbytes, mirrors, timeout)
-    else:
-        arr = _cache_get(dirs, sha256, shape) if cache else None
-        if arr is not None:
-            return arr
-        arr = _verify(_decode(_read_file(src), str(src), limit=_cap(nbytes)), name, sha256, nbytes, str(src))
-    arr = arr.copy()  # frombuffer over bytes is read-only; torch wants writable memory
-    if cache:
-        _cache_put(dirs, sha256, arr)
-    return arr
-
-
 def load_mnist(data_dir: str | os.PathLike | None = None, *, download: bool = True,
                mirrors: Sequence[str] | None = None, timeout: float = TIMEOUT,
                files: Mapping[str, tuple[str, int]] | None = None, cache: bool = True) -> Mnist:
@@ -316,11 +266,29 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, download: bool = Tr
     if set(files) != set(MNIST_FILES):
         raise SoftmaxlabError(f"files must name exactly {sorted(MNIST_FILES)}; got {sorted(files)}")
     d = resolve_data_dir(data_dir)
+    dirs = _cache_dirs(d)
+
+    def load_one(name: str, sha256: str, nbytes: int) -> np.ndarray:
+        shape = _expected_shape(name, nbytes)
+        src = _find(d, name)
+        if src is None:
+            if not download:
+                raise SoftmaxlabError(
+                    f"{name} not found in {d} (looked for {name} and {name}.gz); {_WHERE}, or download"
+                )
+            arr = download_file(name, d, sha256, nbytes, mirrors, timeout)
+        else:
+            arr = _cache_get(dirs, sha256, shape) if cache else None
+            if arr is not None:
+                return arr
+            arr = _verify(_decode(_read_file(src), str(src), limit=_cap(nbytes)), name, sha256, nbytes, str(src))
+        arr = arr.copy()  # frombuffer over bytes is read-only; torch wants writable memory
+        if cache:
+            _cache_put(dirs, sha256, arr)
+        return arr
+
     try:
-        t = {
-            name: torch.from_numpy(_load_one(d, name, sha, n, download, mirrors, timeout, cache))
-            for name, (sha, n) in files.items()
-        }
+        t = {name: torch.from_numpy(load_one(name, sha, n)) for name, (sha, n) in files.items()}
     except MirrorsUnreachable as e:  # offline: one message, not one per mirror and file
         missing = [name for name in files if _find(d, name) is None]
         what = ("MNIST is" if len(missing) == len(files)

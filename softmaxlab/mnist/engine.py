@@ -113,10 +113,7 @@ class Engine:
         if B not in self._bufs:
             dev, fdt = self.W[0].device, self.fdt
             outs, ins = [W.size(0) for W in self.W], [W.size(1) for W in self.W]
-
-            def e(*shape, dt=fdt):
-                return torch.empty(shape, dtype=dt, device=dev)
-
+            e = lambda *shape, dt=fdt: torch.empty(shape, dtype=dt, device=dev)
             low = self.low
             self._bufs[B] = dict(
                 x=e(B, ins[0]),  # (B, 784) pixels in [0, 1]
@@ -148,12 +145,11 @@ class Engine:
         """
         B = yb.shape[0]
         buf = self._buffers(B)
-        x = buf["x"].copy_(xb).div_(255)  # as data.to_float
+        h = buf["x"].copy_(xb).div_(255)  # as data.to_float
         if self.normalize:
-            x.sub_(MEAN).div_(STD)
+            h.sub_(MEAN).div_(STD)
         acts = []  # acts[l]: the input of layer l in its compute precision (post-ReLU output of layer l-1)
         rnd = self._round  # emulated bf16: round where a bf16 GEMM would write bf16; otherwise a no-op
-        h = x
         for l in range(self.n):
             if self.convert[l]:
                 h = rnd(buf["lo"][l].copy_(h), l)
@@ -204,16 +200,11 @@ class Engine:
         n = len(split.y)
         return dict(loss=float(loss_sum) / n, acc=float((pred == split.y).sum()) / n, pred=pred.cpu())
 
-    def _names(self, model: nn.Module) -> list[str]:
-        return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-
     def state_dict(self, model: nn.Module) -> dict:
         """The weights under `model`'s state_dict names, as CPU copies."""
-        out = {}
-        for l, name in enumerate(self._names(model)):
-            out[f"{name}.weight"] = self.W[l].detach().cpu().clone()
-            out[f"{name}.bias"] = self.b[l][0].detach().cpu().clone()
-        return out
+        names = (name for name, m in model.named_modules() if isinstance(m, nn.Linear))
+        return {f"{name}.{k}": t.detach().cpu().clone() for name, W, b in zip(names, self.W, self.b)
+                for k, t in (("weight", W), ("bias", b[0]))}
 
     @torch.no_grad()
     def write_back(self, model: nn.Module) -> None:
@@ -224,13 +215,12 @@ class Engine:
 def _no_denormals(dev: torch.device):
     """Flush denormal floats to zero while training on the CPU. A softmax that underflows to ~1e-39 makes
     the next matmuls ~50x slower on x86 (microcode assists); flushing changes only values below 1.2e-38."""
-    if dev.type != "cpu" or not torch.set_flush_denormal(True):
-        yield
-        return
+    flushing = dev.type == "cpu" and torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        if flushing:
+            torch.set_flush_denormal(False)
 
 
 # ---- CUDA: one graph replay per step ------------------------------------------------------------------------
@@ -249,7 +239,7 @@ class IndexedStep:
         self.t = torch.zeros(1, dtype=torch.long, device=dev)
         self.offsets = torch.arange(bs, device=dev)
         self.loss = torch.empty((), device=dev)
-        self.graph = None
+        self.graph, self.replay = None, self._step  # replay: one step, eager or as the captured graph
         if capture:
             saved = [p.clone() for p in eng.tensors()]
             side = torch.cuda.Stream()
@@ -264,6 +254,7 @@ class IndexedStep:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self._step()
+            self.replay = self.graph.replay
 
     def _step(self):
         idx = self.t * self.bs + self.offsets  # (B,) rows of batch t
@@ -273,12 +264,6 @@ class IndexedStep:
 
     def start_epoch(self):
         self.t.zero_()
-
-    def replay(self):
-        if self.graph is None:
-            self._step()
-        else:
-            self.graph.replay()
 
 
 def _capture(eng: Engine, xs, ys, losses, bs: int):

@@ -32,12 +32,16 @@ MNIST_FILES: dict[str, tuple[str, int]] = {
     TEST_LABELS: ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
 }
 
-# Each serves `<name>.gz`; tried in this order.
 ROWS = COLS = 28
 PIXELS = ROWS * COLS
 
 _REFETCH = "delete it (it is downloaded again) or replace it with a good copy"
 _RENAME = "check that the right file has this name"
+
+
+def _bad(source: str, what: str, fix: str = _REFETCH) -> SoftmaxlabError:
+    """The one-line error about a file: what is wrong with it, then the fix."""
+    return SoftmaxlabError(f"{source}: {what}; {fix}")
 
 
 def _ndim_of(name: str) -> int:
@@ -56,26 +60,20 @@ def parse_idx(payload: bytes, ndim: int, source: str = "<bytes>") -> np.ndarray:
     """
     want = 0x0800 | ndim
     if len(payload) < 4:
-        raise SoftmaxlabError(f"{source}: only {len(payload)} bytes, not an IDX file; {_REFETCH}")
+        raise _bad(source, f"only {len(payload)} bytes, not an IDX file")
     magic = int.from_bytes(payload[:4], "big")
     if magic != want:
-        raise SoftmaxlabError(
-            f"{source}: wrong magic number 0x{magic:08x} (expected 0x{want:08x}, a {ndim}-d ubyte IDX file); "
-            f"{_RENAME}"
-        )
+        raise _bad(source, f"wrong magic number 0x{magic:08x} (expected 0x{want:08x}, a {ndim}-d ubyte IDX file)",
+                   _RENAME)
     head = 4 + 4 * ndim
     if len(payload) < head:
-        raise SoftmaxlabError(f"{source}: truncated IDX header ({len(payload)} bytes); {_REFETCH}")
+        raise _bad(source, f"truncated IDX header ({len(payload)} bytes)")
     dims = tuple(int.from_bytes(payload[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     need = head + int(np.prod(dims, dtype=object))
     if len(payload) < need:
-        raise SoftmaxlabError(
-            f"{source}: truncated ({len(payload)} bytes, header {dims} needs {need}); {_REFETCH}"
-        )
+        raise _bad(source, f"truncated ({len(payload)} bytes, header {dims} needs {need})")
     if len(payload) > need:
-        raise SoftmaxlabError(
-            f"{source}: {len(payload) - need} trailing bytes after the {dims} data; {_REFETCH}"
-        )
+        raise _bad(source, f"{len(payload) - need} trailing bytes after the {dims} data")
     return np.frombuffer(payload, dtype=np.uint8, offset=head).reshape(dims)
 
 
@@ -83,16 +81,11 @@ def _gunzip(raw: bytes, source: str, limit: int | None) -> bytes:
     """Decompress gzip bytes; more than `limit` decoded bytes is an error (no gzip bomb fills memory)."""
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
-            out = f.read() if limit is None else f.read(limit + 1)
+            out = f.read(-1 if limit is None else limit + 1)
     except (OSError, EOFError, zlib.error, ValueError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        raise SoftmaxlabError(
-            f"{source}: corrupt gzip ({msg}); {_REFETCH}"
-        ) from None
+        raise _bad(source, f"corrupt gzip ({' '.join(str(e).split()) or type(e).__name__})") from None
     if limit is not None and len(out) > limit:
-        raise SoftmaxlabError(
-            f"{source}: decodes to over {limit} bytes, far more than expected (wrong file?); {_REFETCH}"
-        )
+        raise _bad(source, f"decodes to over {limit} bytes, far more than expected (wrong file?)")
     return out
 
 
@@ -136,18 +129,12 @@ def _verify(payload: bytes, name: str, sha256: str, nbytes: int, source: str) ->
     arr = parse_idx(payload, _ndim_of(name), source)
     shape = _expected_shape(name, nbytes)
     if arr.shape[1:] != shape[1:]:
-        raise SoftmaxlabError(
-            f"{source}: items are {arr.shape[1:]}, expected {shape[1:]}; {_RENAME}"
-        )
+        raise _bad(source, f"items are {arr.shape[1:]}, expected {shape[1:]}", _RENAME)
     if arr.shape[0] != shape[0]:
-        raise SoftmaxlabError(
-            f"{source}: header says {arr.shape[0]} items, expected {shape[0]}; {_RENAME}"
-        )
+        raise _bad(source, f"header says {arr.shape[0]} items, expected {shape[0]}", _RENAME)
     got = hashlib.sha256(payload).hexdigest()
     if got != sha256:
-        raise SoftmaxlabError(
-            f"{source}: sha256 of the decoded data is {got[:16]}..., expected {sha256[:16]}... "
-            f"(corrupt or not MNIST); {_REFETCH}"
-        )
+        raise _bad(source, f"sha256 of the decoded data is {got[:16]}..., expected {sha256[:16]}... "
+                           "(corrupt or not MNIST)")
     return arr
 

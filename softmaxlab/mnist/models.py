@@ -23,13 +23,9 @@ def mlp(layers: int, width: int, d_in: int = D_IN, n_out: int = N_OUT) -> nn.Seq
     _check_layers(layers)
     if not isinstance(width, int) or width < 1:
         raise SoftmaxlabError(f"width must be a positive integer, got {width!r}: pass --width 1 or more, or auto")
-    mods: list[nn.Module] = []
-    fan_in = d_in
-    for _ in range(layers):
-        mods += [nn.Linear(fan_in, width), nn.ReLU()]
-        fan_in = width
-    mods.append(nn.Linear(fan_in, n_out))
-    return nn.Sequential(*mods)
+    fan_in = [d_in] + [width] * layers
+    hidden = [m for l in range(layers) for m in (nn.Linear(fan_in[l], width), nn.ReLU())]
+    return nn.Sequential(*hidden, nn.Linear(fan_in[-1], n_out))
 
 
 def glorot_(model: nn.Module) -> nn.Module:
@@ -83,27 +79,23 @@ def width_for_budget(
     _check_layers(layers)
     if rounding not in ("nearest", "floor", "ceil"):
         raise SoftmaxlabError(f"unknown rounding {rounding!r}: use nearest, floor or ceil")
-    if not isinstance(budget, int) or budget < mlp_param_count(layers, 1, d_in, n_out):
-        smallest = mlp_param_count(layers, 1, d_in, n_out)
+    smallest = mlp_param_count(layers, 1, d_in, n_out)
+    if not isinstance(budget, int) or budget < smallest:
         raise SoftmaxlabError(
             f"budget {budget!r} is too small for {layers} hidden layer(s) of width >= 1: "
             f"use a budget of at least {smallest}"
         )
-    root = width_root(layers, budget, d_in, n_out)
+    count = lambda k: mlp_param_count(layers, k, d_in, n_out)
     # Float rounding can put floor(root) one off; fix it against the exact integer count.
-    lo = max(1, math.floor(root))
-    while lo > 1 and mlp_param_count(layers, lo, d_in, n_out) > budget:
+    lo = max(1, math.floor(width_root(layers, budget, d_in, n_out)))
+    while lo > 1 and count(lo) > budget:
         lo -= 1
-    while mlp_param_count(layers, lo + 1, d_in, n_out) <= budget:
+    while count(lo + 1) <= budget:
         lo += 1
-    hi = lo if mlp_param_count(layers, lo, d_in, n_out) == budget else lo + 1
-    if rounding == "floor":
-        return lo
-    if rounding == "ceil":
-        return hi
-    dlo = abs(budget - mlp_param_count(layers, lo, d_in, n_out))
-    dhi = abs(mlp_param_count(layers, hi, d_in, n_out) - budget)
-    return lo if dlo <= dhi else hi
+    hi = lo if count(lo) == budget else lo + 1  # count(lo) <= budget <= count(hi)
+    if rounding != "nearest":
+        return lo if rounding == "floor" else hi
+    return lo if budget - count(lo) <= count(hi) - budget else hi
 
 
 def build(model: str, layers: int = 1, width: int | None = None, init: str = "torch",

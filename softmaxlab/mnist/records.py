@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import errno
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -272,13 +273,12 @@ def outcome(r: dict) -> str:
 
 def git_commit() -> str:
     here = Path(__file__).resolve().parent
+    git = lambda *args: subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5)
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=5)
+        rev = git("rev-parse", "HEAD")
         if rev.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
         return rev.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -292,9 +292,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-_PROVENANCE: dict | None = None
-
-
 def command_line(argv: list[str] | None = None) -> str:
     """The command as typed: `python -m softmaxlab ...` (argv[0] .../softmaxlab/__main__.py) reads softmaxlab ..."""
     argv = sys.argv if argv is None else argv
@@ -302,20 +299,17 @@ def command_line(argv: list[str] | None = None) -> str:
     return " ".join(["softmaxlab" if name == "__main__.py" else name] + argv[1:])
 
 
+@functools.cache
 def provenance() -> dict:
     """Versions, commit and machine; computed once per process."""
-    global _PROVENANCE
-    if _PROVENANCE is None:
-        _PROVENANCE = dict(
-            versions=dict(softmaxlab=__version__, python=platform.python_version(), torch=torch.__version__,
-                          numpy=numpy.__version__),
-            git_commit=git_commit(),
-            machine=dict(host=platform.node(), cpu=cpu_model(), cores=os.cpu_count(),
-                         platform=platform.platform(),
-                         gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None),
-            command=command_line(),
-        )
-    return _PROVENANCE
+    return dict(
+        versions=dict(softmaxlab=__version__, python=platform.python_version(), torch=torch.__version__,
+                      numpy=numpy.__version__),
+        git_commit=git_commit(),
+        machine=dict(host=platform.node(), cpu=cpu_model(), cores=os.cpu_count(), platform=platform.platform(),
+                     gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None),
+        command=command_line(),
+    )
 
 
 CSV_FIELDS = ["run_id", "name", "model", "layers", "width", "params", "seed", "precision", "status",

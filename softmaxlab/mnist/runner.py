@@ -15,6 +15,7 @@ in progress.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import multiprocessing
@@ -45,8 +46,7 @@ def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool
     (out / "runs").mkdir(exist_ok=True)
     if not _helper:
         records.remove_stale_temps(out)  # left by a killed sweep; run folders are cleaned under their lock
-    if progress is None:
-        progress = sys.stderr.isatty()
+    progress = sys.stderr.isatty() if progress is None else progress
     ids = [records.run_id(c.identity()) for c in cfgs]
     n = resolve(workers, cfgs, tracker)
     order = list(zip(cfgs, ids))
@@ -68,13 +68,9 @@ def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool
 
 def _execute(order, out, data, progress, log, tracker, helpers, helper_only) -> dict[str, dict]:
     results: dict[str, dict] = {}
-    bar = None
-    if progress:
-        bar = tqdm(total=len(order), desc="runs", unit="run", dynamic_ncols=True)
-        log = bar.write
-    for wait in (False, True):
-        if wait and helper_only:  # a helper leaves the runs others hold to them and goes
-            break
+    bar = tqdm(total=len(order), desc="runs", unit="run", dynamic_ncols=True, disable=not progress)
+    log = bar.write if progress else log
+    for wait in (False,) if helper_only else (False, True):  # a helper leaves the runs others hold to them
         if wait:
             for p in helpers:  # their runs are done (or, if one failed, unlocked for us to train)
                 p.join()
@@ -84,10 +80,8 @@ def _execute(order, out, data, progress, log, tracker, helpers, helper_only) -> 
             res = run_one(cfg, out, data, wait=wait, progress=progress, log=log, tracker=tracker)
             if res is not None:
                 results[rid] = res
-                if bar is not None:
-                    bar.update(1)
-    if bar is not None:
-        bar.close()
+                bar.update(1)
+    bar.close()
     return results
 
 
@@ -146,11 +140,10 @@ def longest_first(cfgs: list[TrainConfig]) -> list[TrainConfig]:
 def _start(n: int, cfgs: list[TrainConfig], out: Path, data: Data, echo: bool) -> list:
     """Start n helper processes that each run execute() on the same plan; return them."""
     ctx = multiprocessing.get_context("spawn")
-    procs = []
-    for _ in range(n):
-        p = ctx.Process(target=_helper, args=(cfgs, str(out), data, echo, os.getpid()), daemon=True)
+    procs = [ctx.Process(target=_helper, args=(cfgs, str(out), data, echo, os.getpid()), daemon=True)
+             for _ in range(n)]
+    for p in procs:
         p.start()
-        procs.append(p)
     return procs
 
 
@@ -168,10 +161,8 @@ def _die_with_parent(parent: int) -> None:
     not a handler: a helper must not live on to take a dead parent's run lock; every write is atomic, so a
     kill at any moment loses at most the epoch in progress."""
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):
-            pass
     if os.getppid() != parent:  # the parent died before the line above: nobody to work for
         os._exit(1)
 

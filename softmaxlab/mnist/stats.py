@@ -70,10 +70,9 @@ def paired(a: dict[int, float], base: dict[int, float]) -> tuple[tuple[int, ...]
     seeds = tuple(sorted(set(a) & set(base)))
     d = [a[s] - base[s] for s in seeds]
     m, _, ci = mean_ci(d)
-    wins = sum(x > 0 for x in d)
-    if len(d) < 2 or all(x == 0 for x in d):
-        return seeds, m, ci, wins, math.nan
-    return seeds, m, ci, wins, float(stats.wilcoxon(d).pvalue)  # exact for n <= 50 without ties or zeros
+    # exact for n <= 50 without ties or zeros
+    p = math.nan if len(d) < 2 or all(x == 0 for x in d) else float(stats.wilcoxon(d).pvalue)
+    return seeds, m, ci, sum(x > 0 for x in d), p
 
 
 def paired_family(pairs: list[tuple[str, int, str, int]], acc: dict[str, dict[int, float]]) -> tuple[PairedTest, ...]:

@@ -73,26 +73,24 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, tracker=None, prog
     Returns the summary and the data (the report draws misclassified test digits from it).
     """
     cfg = cfg.resolved()
-    plan = cfg.plan()
+    plan, base = cfg.plan(), cfg.base()
     out = records.ensure_dir(cfg.out)
-    check_study(out, "reproduce", protocol(cfg.base()))
+    check_study(out, "reproduce", protocol(base))
     records.write_json(out / "config.json", dataclasses.asdict(cfg))
     data = load_data(data_dir)
-    unique = list({records.run_id(c.identity()): c for cs in plan.values() for c in cs}.values())
+    unique = {records.run_id(c.identity()): c for cs in plan.values() for c in cs}
     log(f"reproduce: {len(unique)} runs ({cfg.seeds} seed(s), {cfg.epochs} epoch(s) each) -> {out}")
-    note = precision_note(cfg.base())
-    if note:
+    if note := precision_note(base):
         log(note)
-    with study_progress(out, [records.run_id(c.identity()) for c in unique], show=progress):
-        done = execute(unique, out, data, progress=False, log=log, tracker=tracker, workers=cfg.workers)
-    results = {records.run_id(c.identity()): r for c, r in zip(unique, done)}
+    with study_progress(out, list(unique), show=progress):
+        done = execute(list(unique.values()), out, data, progress=False, log=log, tracker=tracker, workers=cfg.workers)
+    results = dict(zip(unique, done))
     records.atomic_write(out / "results.csv", records.results_csv(list(results.values())))
 
     by_q = {q: [results[records.run_id(c.identity())] for c in cs] for q, cs in plan.items()}
     problem1 = problem1_study(cfg, out, data, by_q["q1"][0]["run_id"], log)
-    q4 = summarize(by_q["q4"])
-    fixed = summarize(by_q["q4_fixed"]) if "q4_fixed" in by_q else None
-    base = cfg.base()
+    q4 = tuple(summarize(by_q["q4"]))
+    fixed = tuple(summarize(by_q["q4_fixed"])) if "q4_fixed" in by_q else None
     q1, q2 = summarize(by_q["q1"])[0], summarize(by_q["q2"])[0]
     archs = list({a.name: a for a in [q1, q2, *q4, *(fixed or [])]}.values())
     # the protocol's runs answer Q1-Q4; the others (diagnostic, lr extension) only their own sections
@@ -100,18 +98,17 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, tracker=None, prog
     curves = loss_curves(by_q.get("diag", []))
     layers = parse_range(cfg.layers, "layers", 1)
     swap = by_q.get("swap", [])
-    swap_seeds = sorted({r["config"]["init_seed"] for r in swap})
     summary = Summary(
         protocol=base, config=dataclasses.asdict(cfg), seeds=cfg.seeds, quick=cfg.quick, budget=base.budget,
         provenance=records.provenance(), problem1=problem1, q1=q1, q2=q2,
         q3=tuple(WidthRow(**r) for r in width_table(layers, base.budget)),
-        q4=tuple(q4), q4_fixed=tuple(fixed) if fixed is not None else None,
+        q4=q4, q4_fixed=fixed,
         runs=tuple(Run.of(r) for r in protocol_runs.values()),
         misclassified=misclassified(archs, list(protocol_runs.values()), data.test.y),
         wall_time_s=sum(r["wall_time_s"] for r in results.values()) + problem1.wall_time_s,
         **comparisons(q1, q2, q4, list(protocol_runs.values()), base.budget),  # never the extension's runs
         loss_curves=curves, seed_diags=seed_diags(curves),
-        swap=swap_grid(swap, swap[0]["layers"], swap_seeds) if swap else None,
+        swap=swap_grid(swap, swap[0]["layers"], sorted({r["config"]["init_seed"] for r in swap})) if swap else None,
         tuned=tuned(by_q["tune"], layers, cfg.lrs(), base.lr) if by_q["tune"] else (),
         extension_runs=tuple(Run.of(r) for rid, r in results.items() if rid not in protocol_runs),
     )

@@ -110,15 +110,13 @@ def misclassified(archs: list[Arch], results: list[dict], test_labels) -> tuple[
         return ()
     best = max(scored, key=lambda a: (a.test_acc_mean, a.name))
     worst = min(scored, key=lambda a: (a.test_acc_mean, a.name))
-    out = []
-    for label, a in [("best", best)] + ([("worst", worst)] if worst is not best else []):
-        ok = sorted((r for r in results if r["name"] == a.name and r["status"] == "ok"),
-                    key=lambda r: (r["seed"], r["run_id"]))
-        if ok:
-            errs = sorted(ok[0]["test_errors"])
-            out.append(Misclassified(label, a, ok[0]["run_id"], ok[0]["seed"], len(errs),
-                                     tuple((i, int(test_labels[i]), p) for i, p in errs[:MISCLASSIFIED_SHOWN])))
-    return tuple(out)
+    picks = [("best", best)] + ([("worst", worst)] if worst is not best else [])
+    firsts = [(label, a, min((r for r in results if r["name"] == a.name and r["status"] == "ok"),
+                             key=lambda r: (r["seed"], r["run_id"]), default=None)) for label, a in picks]
+    return tuple(Misclassified(label, a, r["run_id"], r["seed"], len(r["test_errors"]),
+                               tuple((i, int(test_labels[i]), p)
+                                     for i, p in sorted(r["test_errors"])[:MISCLASSIFIED_SHOWN]))
+                 for label, a, r in firsts if r is not None)
 
 
 @dataclass(frozen=True)
@@ -336,12 +334,10 @@ class Summary:
 
     def archs(self) -> list[Arch]:
         """Every architecture once, in study order (Q1, Q2, Q4, Q4 fixed)."""
-        seen, out = set(), []
+        out: dict[str, Arch] = {}
         for a in (self.q1, self.q2, *self.q4, *(self.q4_fixed or ())):
-            if a.name not in seen:
-                seen.add(a.name)
-                out.append(a)
-        return out
+            out.setdefault(a.name, a)
+        return list(out.values())
 
     def runs_of(self, name: str) -> list[Run]:
         return sorted((r for r in self.runs if r.name == name), key=lambda r: (r.seed, r.run_id))

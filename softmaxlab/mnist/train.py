@@ -74,8 +74,8 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
     xs = torch.empty((n, train_split.x.shape[1]), dtype=torch.uint8, device=dev)  # this epoch's order
     ys = torch.empty(n, dtype=torch.long, device=dev)
     losses = torch.empty(steps, device=dev)  # per step, filled without a host sync
-    bar = _bar(progress, cfg.epochs * steps, start * steps,
-               "linear" if cfg.model == "linear" else f"mlp L={cfg.layers} k={width}")
+    bar = tqdm(total=cfg.epochs * steps, initial=start * steps, unit="step", leave=False, dynamic_ncols=True,
+               desc="linear" if cfg.model == "linear" else f"mlp L={cfg.layers} k={width}", disable=not progress)
     graph, graph_error, diverged = None, None, None
     diag = Recorder(to_float(val_split.x[:PROBE], cfg.normalize), eng.n, points) if cfg.diagnostics else None
 
@@ -98,16 +98,14 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
                     graph.replay()
                 if full < steps:
                     eng.step(xs[full * bs:], ys[full * bs:], losses[full])
-                if bar is not None:
-                    bar.update(steps)
+                bar.update(steps)
             else:
                 for s in range(steps):
                     norms = diag.due(s, steps) if diag is not None else None  # a diagnostics point: the buffer
                     eng.step(xs[s * bs:(s + 1) * bs], ys[s * bs:(s + 1) * bs], losses[s], norms)
                     if norms is not None:
                         diag.record(eng, epoch, s, steps, losses)
-                    if bar is not None:
-                        bar.update(1)
+                    bar.update(1)
                     if dev.type == "cpu" and (s + 1) % CHECK_EVERY == 0 and not torch.isfinite(losses[:s + 1]).all():
                         done = s + 1
                         break
@@ -130,8 +128,7 @@ def _train(cfg, data, checkpoint, on_epoch, progress, keep_model) -> dict:
                                                  **({"diagnostics": diag.points} if diag is not None else {})))
             if on_epoch is not None:
                 on_epoch(rec)
-    if bar is not None:
-        bar.close()
+    bar.close()
 
     # result: the test metrics and the misclassified test digits (for the report), or where it diverged
     out = {}
@@ -162,9 +159,3 @@ def shuffle_rng(cfg: TrainConfig) -> torch.Generator:
 
 def _use_graph(dev: torch.device, cfg: TrainConfig) -> bool:
     return dev.type == "cuda" and cfg.cuda_graph and not cfg.diagnostics  # diagnostics: points between steps
-
-
-def _bar(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False, dynamic_ncols=True)
