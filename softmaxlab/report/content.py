@@ -167,15 +167,13 @@ def q4_section(s: Summary) -> Section:
     headers = ["L", "width", "params", ACC, "n", "diverged"]
     if s.q4_fixed is not None:
         headers += ["fixed width", "fixed params", "fixed: test accuracy, %", "fixed: n", "fixed: diverged"]
+    cells = lambda a: [fmt_int(a.width), fmt_int(a.params), acc_ci(a), fmt_int(a.n), fmt_int(a.diverged)]
     rows = []
     for a in s.q4:
-        row = [fmt_int(a.layers), fmt_int(a.width), fmt_int(a.params), acc_ci(a), fmt_int(a.n),
-               fmt_int(a.diverged)]
-        links = run_links(s.runs_of(a.name))
+        row, links = [fmt_int(a.layers), *cells(a)], run_links(s.runs_of(a.name))
         if s.q4_fixed is not None:
             f = fixed.get(a.layers)
-            row += ([fmt_int(f.width), fmt_int(f.params), acc_ci(f), fmt_int(f.n), fmt_int(f.diverged)]
-                    if f is not None else ["n/a"] * 5)
+            row += ["n/a"] * 5 if f is None else cells(f)
             if f is not None and f.name != a.name:
                 links = links + [" | "] + run_links(s.runs_of(f.name))
         rows.append(row + [links])

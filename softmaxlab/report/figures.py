@@ -139,9 +139,10 @@ def accuracy_vs_layers(s: Summary):
     return fig
 
 
-def _by_fate(s: Summary, layers: int) -> dict[int, bool]:
-    """seed -> failing, for the diagnostic runs at one depth."""
-    return {d.seed: d.failing for d in s.seed_diags if d.layers == layers}
+def _seed_curves(s: Summary, layers: int) -> list:
+    """(curve, colour) of each diagnostic run at one depth: failing seeds red."""
+    fate = {d.seed: d.failing for d in s.seed_diags if d.layers == layers}
+    return [(c, C_FIXED if fate.get(c.seed) else C_EQUAL) for c in s.loss_curves if c.layers == layers]
 
 
 def loss_curves(s: Summary):
@@ -151,11 +152,11 @@ def loss_curves(s: Summary):
     fig, axes = plt.subplots(1, len(depths), figsize=(4.2 * len(depths) + 0.6, 3.9), squeeze=False,
                              layout="constrained", sharey=True)
     for ax, L in zip(axes[0], depths):
-        fate = _by_fate(s, L)
-        for c in (c for c in s.loss_curves if c.layers == L):
-            ax.plot(c.steps, c.losses, lw=1.1, alpha=0.85, color=C_FIXED if fate.get(c.seed) else C_EQUAL)
+        curves = _seed_curves(s, L)
+        for c, color in curves:
+            ax.plot(c.steps, c.losses, lw=1.1, alpha=0.85, color=color)
         ax.axhline(math.log(10), color=C_LINEAR, ls="--", lw=1)  # chance level: the plateau
-        ax.set_title(f"L = {L} (k = {next(c.width for c in s.loss_curves if c.layers == L)})")
+        ax.set_title(f"L = {L} (k = {curves[0][0].width})")
         ax.set_xlabel("step")
     axes[0][0].set_ylabel("training loss, nats (window mean)")
     fail = f"failing seed (test acc. > {100 * FAIL_GAP:g} pp below the best)"
@@ -171,10 +172,8 @@ def deep_diagnostics(s: Summary):
     weight-gradient norm against step, failing seeds apart from good ones."""
     plt = _plt()
     L = max(c.layers for c in s.loss_curves)
-    fate = _by_fate(s, L)
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.9), squeeze=False, layout="constrained")
-    for c in (c for c in s.loss_curves if c.layers == L):
-        color = C_FIXED if fate.get(c.seed) else C_EQUAL
+    for c, color in _seed_curves(s, L):
         axes[0][0].plot(c.steps, [100 * float(np.mean(p.dead)) for p in c.points], color=color, lw=1.1)
         axes[0][1].plot(c.steps, [p.grad_norm[0] for p in c.points], color=color, lw=1.1)
     axes[0][0].set_ylabel("dead ReLUs, % (mean over hidden layers)")
@@ -226,7 +225,7 @@ def learning_curves(s: Summary):
     if s.q4_fixed:
         groups.append(("width 1024 for every L", [s.q1, *s.q4_fixed]))
     max_l = max(a.layers for _, archs in groups for a in archs) or 1
-    epochs = max((len(r.history) for r in s.runs), default=1)
+    epochs = max([1, *(len(r.history) for r in s.runs)])
     cmap = plt.get_cmap("viridis")
     fig, axes = plt.subplots(2, len(groups), figsize=(5.2 * len(groups) + 0.8, 6.6), squeeze=False,
                              layout="constrained", sharex=True)
@@ -247,9 +246,9 @@ def learning_curves(s: Summary):
             else:
                 ax.set_title(title)
             ax.set_ylabel(ylabel)
-            ax.set_xlim(0.6, max(epochs, 1) + 0.4)  # whole epochs, with room either side
+            ax.set_xlim(0.6, epochs + 0.4)  # whole epochs, with room either side
             if epochs <= 12:
-                ax.set_xticks(range(1, max(epochs, 1) + 1))
+                ax.set_xticks(range(1, epochs + 1))
             else:
                 ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         handles, names = axes[0][j].get_legend_handles_labels()  # below the panels: never over a curve
@@ -299,13 +298,12 @@ def misclassified(s: Summary, test_images):
                              squeeze=False, layout="constrained")
     for ax, m in zip(axes[:, 0], chosen):
         mosaic = np.zeros((nr * (cell + top), nc * cell), dtype=np.uint8)
-        ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
         for k, (i, true, pred) in enumerate(m.errors[: nr * nc]):
             r, c = divmod(k, nc)
             y0, x0 = r * (cell + top) + top, c * cell
             mosaic[y0 + 3:y0 + 31, x0 + 3:x0 + 31] = imgs[i]
             ax.text(x0 + cell / 2, y0 - 1, f"{true}→{pred}", ha="center", va="bottom", fontsize=8.5, color="#1f2328")
-        ax.images[0].set_data(mosaic)
+        ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
         ax.set_axis_off()
         ax.set_title(f"{m.label}: {m.arch.name} ({acc_text(m.arch)}), seed {m.seed} run {m.run_id}, "
                      f"{m.n_errors:,} test errors", fontsize=9.5, loc="left")
