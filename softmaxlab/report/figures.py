@@ -124,8 +124,7 @@ def accuracy_vs_layers(s: Summary):
             capsize=3, label="extension (not the protocol): lr chosen on validation")
     ax.plot([], [], ls="none", marker=".", color=C_LINEAR, label="one seed")
     ax.plot([], [], lw=2.2, color=C_LINEAR, label="median")
-    ax.set_xlabel("hidden layers L")
-    ax.set_ylabel("test accuracy, %")
+    ax.set(xlabel="hidden layers L", ylabel="test accuracy, %")
     if ax.get_ylim()[1] > 100:  # a wide CI (few seeds) must not suggest accuracies over 100%
         ax.set_ylim(top=100.5)
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
@@ -156,8 +155,7 @@ def loss_curves(s: Summary):
         for c, color in curves:
             ax.plot(c.steps, c.losses, lw=1.1, alpha=0.85, color=color)
         ax.axhline(math.log(10), color=C_LINEAR, ls="--", lw=1)  # chance level: the plateau
-        ax.set_title(f"L = {L} (k = {curves[0][0].width})")
-        ax.set_xlabel("step")
+        ax.set(title=f"L = {L} (k = {curves[0][0].width})", xlabel="step")
     axes[0][0].set_ylabel("training loss, nats (window mean)")
     fail = f"failing seed (test acc. > {100 * FAIL_GAP:g} pp below the best)"
     for color, label in ((C_EQUAL, "seed"), (C_FIXED, fail), (C_LINEAR, "ln 10: chance")):
@@ -176,11 +174,8 @@ def deep_diagnostics(s: Summary):
     for c, color in _seed_curves(s, L):
         axes[0][0].plot(c.steps, [100 * float(np.mean(p.dead)) for p in c.points], color=color, lw=1.1)
         axes[0][1].plot(c.steps, [p.grad_norm[0] for p in c.points], color=color, lw=1.1)
-    axes[0][0].set_ylabel("dead ReLUs, % (mean over hidden layers)")
-    axes[0][1].set_ylabel("||dL/dW|| of the first layer")
-    axes[0][1].set_yscale("log")
-    for ax in axes[0]:
-        ax.set_xlabel("step")
+    axes[0][0].set(ylabel="dead ReLUs, % (mean over hidden layers)", xlabel="step")
+    axes[0][1].set(ylabel="||dL/dW|| of the first layer", yscale="log", xlabel="step")
     for color, label in ((C_EQUAL, "good seed"), (C_FIXED, "failing seed")):
         axes[0][0].plot([], [], color=color, label=label)
     axes[0][0].legend(fontsize=8.5)
@@ -200,9 +195,7 @@ def params_vs_layers(s: Summary):
         ax.annotate(f"k={r.width}", (r.layers, r.params), textcoords="offset points", xytext=(0, -14),
                     ha="center", fontsize=8, color=C_EQUAL)
     ax.axhline(s.q1.params, color=C_LINEAR, ls="--", lw=1.2, label=f"linear (Q1): {s.q1.params:,}")
-    ax.set_yscale("log")
-    ax.set_xlabel("hidden layers L")
-    ax.set_ylabel("parameters")
+    ax.set(yscale="log", xlabel="hidden layers L", ylabel="parameters")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_title("Parameters vs depth")
     fig.legend(loc="outside lower center", ncol=3, fontsize=9)
@@ -270,11 +263,8 @@ def bias_vs_k(studies):
             line, = ax.plot(x, np.abs(y), lw=1.6, color=C_ESTIMATOR[est], label=est)
             ax.plot(x[y < 0], -y[y < 0], ls="none", marker="o", ms=5, color=line.get_color())
             ax.plot(x[y > 0], y[y > 0], ls="none", marker="o", ms=5, mfc="white", color=line.get_color())
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_ylabel("|loss bias| (log)")
-        ax.set_xlabel("sampled classes K (log)")
-        ax.set_title(f"{study.title}, C = {fmt_int(study.classes)}, {study.sampler} sampler")
+        ax.set(xscale="log", yscale="log", ylabel="|loss bias| (log)", xlabel="sampled classes K (log)",
+               title=f"{study.title}, C = {fmt_int(study.classes)}, {study.sampler} sampler")
         ax.legend(fontsize=9)
         ax.set_xticks(sorted({r["num_sampled"] for r in study.rows}))
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{int(v):,}"))
