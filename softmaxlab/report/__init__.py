@@ -27,15 +27,11 @@ def write_report(out, summary: Summary, test_images, pdf: bool = False) -> dict[
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     figs = make_figures(summary, test_images)
-    paths: dict[str, Path] = {}
-    for name, (png, svg) in figs.items():
-        for ext, blob in (("png", png), ("svg", svg)):
-            paths[f"{name}.{ext}"] = out / "figures" / f"{name}.{ext}"
-            atomic_write(paths[f"{name}.{ext}"], blob)
-    paths["report.md"] = out / "report.md"
-    atomic_write(paths["report.md"], render_markdown(summary, figs))
-    paths["report.html"] = out / "report.html"
-    atomic_write(paths["report.html"], render_html(summary, figs))
+    files = {f"figures/{name}.{ext}": blob for name, pair in figs.items() for ext, blob in zip(("png", "svg"), pair)}
+    files |= {"report.md": render_markdown(summary, figs), "report.html": render_html(summary, figs)}
+    paths = {Path(rel).name: out / rel for rel in files}
+    for rel, blob in files.items():
+        atomic_write(out / rel, blob)
     if pdf:  # last: without Chromium it raises, and the HTML and Markdown are already in place
         paths["report.pdf"] = print_pdf(render_html(summary, figs, printable=True), out / "report.pdf")
     return paths

@@ -41,7 +41,28 @@ def _checks(s: Summary, prefix: str) -> Para:
                  f"{fmt(worst, '.1e')}; ", Link("the table", "gradcheck-table"), ")."])
 
 
-def _source(wrote: list, correct: list, because: str, measured: list) -> Para:
+# Where the source's answer is wrong: (what it wrote, the correct form, why), each answer's measured consequence apart
+SOURCE_ERRORS = {
+    "q1": ([Math(dv.SOURCE_Q1.latex)], ["(p_i − 1[i = c]) x"],
+           "the outer derivative of −log u is −1/u at u = p_c, not the value −log p_i, and ∂p_c/∂z_i = "
+           "p_c(1[i = c] − p_i), of which p_i(1 − p_i) is only the i = c entry."),
+    "q2": ([Math(dv.SOURCE_Q2.latex), " as the estimate of Z, unbiased"], [Math(dv.Q2_FIX.latex)],
+           "a class j ≠ c is drawn E[n_j] = K q'_j times, so weighting it by q_j/K gives E[D̂] = e^{z_c} + "
+           "Σ q_j q'_j e^{z_j}, which shrinks the negatives' mass (90x for uniform q at C = 10) and does not approach "
+           "Z as K grows; weighting by 1/(K q'_j) gives E[D̂] = Z."),
+    "q3-count": (["for L = 2 the same parameter count as for L = 1"], [Math(Q3_COUNT.latex)],
+                 "a second hidden layer of width k adds k² + k parameters."),
+    "q3-root": (["“take the absolute value” of the quadratic's negative root"], ["its positive root"],
+                "the product of the two roots is negative, so one root is negative: it is no width at all, and its "
+                "absolute value does not solve P(L, k) = B."),
+    "q4": (["(the bonus) width 1024 at every L"], ["k(L) from Q3 at every L"],
+           "Q4 asks about depth at a fixed parameter budget."),
+}
+
+
+def _source(error: str, measured: list) -> Para:
+    """The note on SOURCE_ERRORS[error]: what the source wrote, the correct form, why, and what it costs."""
+    wrote, correct, because = SOURCE_ERRORS[error]
     return Para([Strong("The source wrote "), *wrote, "; ", Strong("the correct form is "), *correct,
                  f", because {because} ", Strong("Measured: "), *measured], note=True)
 
@@ -51,7 +72,7 @@ def _bias_row(study, est: str, k_pick) -> dict | None:
     return k_pick(rows, key=lambda r: r["num_sampled"]) if rows else None
 
 
-def p1_q1(s: Summary) -> Answer:
+def p1_q1(s: Summary) -> list:
     g = s.source.gradient if s.source else None
     blocks = [Para([Strong("Answer. "), f"{dv.Q1_DW.text}: {dv.Q1_CASES.text}."]),
               _m(dv.Q1_DZ), _m(dv.Q1_DW), _m(dv.Q1_CASES),
@@ -59,19 +80,15 @@ def p1_q1(s: Summary) -> Answer:
                     "stacked over the C = 10 classes, with e_c the one-hot label:"]), _m(dv.Q1_BATCH),
               _checks(s, "softmax.")]
     if g is not None:
-        blocks.append(_source(
-            [Math(dv.SOURCE_Q1.latex)], ["(p_i − 1[i = c]) x"],
-            "the outer derivative of −log u is −1/u at u = p_c, not the value −log p_i, and ∂p_c/∂z_i = "
-            "p_c(1[i = c] − p_i), of which p_i(1 − p_i) is only the i = c entry.",
-            [f"on a random problem (C = {g.classes}, d = {g.dim}, float64) the source's (C, d) gradient is off by "
-             f"{fmt(100 * g.rel_err, '.0f')}% of autograd's norm (cosine {fmt(g.cosine, '.2f')}), and its true-class "
-             f"row has cosine {fmt(g.true_row_cosine, '.2f')} with the correct one: a step along it lowers the "
-             "true class's logit."]))
-    return Answer("answer-p1-q1", "Problem 1 Q1", "Derive ∂l/∂w_i and ∂l/∂b_i of the softmax loss l = −log p_c as "
-                  "functions of p_i.", blocks)
+        blocks.append(_source("q1", [
+            f"on a random problem (C = {g.classes}, d = {g.dim}, float64) the source's (C, d) gradient is off by "
+            f"{fmt(100 * g.rel_err, '.0f')}% of autograd's norm (cosine {fmt(g.cosine, '.2f')}), and its true-class "
+            f"row has cosine {fmt(g.true_row_cosine, '.2f')} with the correct one: a step along it lowers the "
+            "true class's logit."]))
+    return blocks
 
 
-def p1_q2(s: Summary) -> Answer:
+def p1_q2(s: Summary) -> list:
     blocks = [Para([Strong("Answer. "), f"{dv.Q2_GRAD.text}, where {dv.Q2_P.text}; n_j counts the draws of class "
                     "j, so a class drawn twice counts twice."]),
               _m(dv.Q2_D), _m(dv.Q2_P), _m(dv.Q2_GRAD),
@@ -88,28 +105,19 @@ def p1_q2(s: Summary) -> Answer:
                             f"{fmt(hi['loss_bias'], '+.3f')} at K = {hi['num_sampled']}"
                             + (f"; importance weights take it from {fmt(ilo['loss_bias'], '+.3f')} to "
                                f"{fmt(ihi['loss_bias'], '+.3f')}" if ilo and ihi else "") + ". ")
-    blocks.append(_source(
-        [Math(dv.SOURCE_Q2.latex), " as the estimate of Z, unbiased"],
-        [Math(dv.Q2_FIX.latex)],
-        "a class j ≠ c is drawn E[n_j] = K q'_j times, so weighting it by q_j/K gives E[D̂] = e^{z_c} + "
-        "Σ q_j q'_j e^{z_j}, which shrinks the negatives' mass (90x for uniform q at C = 10) and does not approach "
-        "Z as K grows; weighting by 1/(K q'_j) gives E[D̂] = Z.",
-        measured + ["The as-posed bias does not shrink as K grows; the importance-weighted one does (Jensen's "
-                    "1/K). ", Link("Bias tables", "problem-1"), "."]))
-    return Answer("answer-p1-q2", "Problem 1 Q2", "Derive ∂l̂/∂w_i and ∂l̂/∂b_i for the sampled estimate l̂ = "
-                  "log D̂ − z_c, K classes drawn from q with the true class excluded.", blocks)
+    blocks.append(_source("q2", measured + ["The as-posed bias does not shrink as K grows; the importance-weighted "
+                                            "one does (Jensen's 1/K). ", Link("Bias tables", "problem-1"), "."]))
+    return blocks
 
 
-def p2_q1(s: Summary) -> Answer:
+def p2_q1(s: Summary) -> list:
     a = s.q1
-    return Answer("answer-p2-q1", "Problem 2 Q1", "Test accuracy of a linear softmax classifier (784 → 10) under "
-                  "the protocol.", [
-                      Para([Strong("Answer. "), f"{acc_text(a)} test accuracy (mean ± 95% t interval over "
-                            f"{a.n} seed(s)), {fmt_int(a.params)} parameters."]),
-                      Para([Strong("Check. "), "runs ", *run_links(s.runs_of(a.name)), "."])])
+    return [Para([Strong("Answer. "), f"{acc_text(a)} test accuracy (mean ± 95% t interval over {a.n} seed(s)), "
+                  f"{fmt_int(a.params)} parameters."]),
+            Para([Strong("Check. "), "runs ", *run_links(s.runs_of(a.name)), "."])]
 
 
-def p2_q2(s: Summary) -> Answer:
+def p2_q2(s: Summary) -> list:
     a, t = s.q2, s.q2_vs_q1
     blocks = [Para([Strong("Answer. "), f"{acc_text(a)} test accuracy over {a.n} seed(s), {fmt_int(a.params)} "
                     "parameters."])]
@@ -121,11 +129,10 @@ def p2_q2(s: Summary) -> Answer:
                                                     f"{fmt(min_p(len(t.seeds)), '.2g')})" if len(t.seeds) < 6
                                                    else "") + "."]))
     blocks.append(Para([Strong("Check. "), "runs ", *run_links(s.runs_of(a.name)), "."]))
-    return Answer("answer-p2-q2", "Problem 2 Q2", "Test accuracy of a 784-1024-10 MLP with one ReLU hidden layer, "
-                  "and how it compares with Q1.", blocks)
+    return blocks
 
 
-def p2_q3(s: Summary) -> Answer:
+def p2_q3(s: Summary) -> list:
     blocks = [Para([Strong("Answer. "), f"{Q3_COUNT.text} = B with B = {fmt_int(s.budget)}; its positive root, "
                     "rounded to the width whose count is nearest B:"]), _m(Q3_COUNT), _m(Q3_ROOT),
               Table("answer-q3-table", "k(L) at the budget", ["L", "k(L) exact", "width", "params", "deviation, %"],
@@ -138,26 +145,18 @@ def p2_q3(s: Summary) -> Answer:
         fixed = dict(src.fixed_params)
         if 2 in fixed:
             w2 = next((r for r in s.q3 if r.layers == 2), None)
-            blocks.append(_source(
-                ["for L = 2 the same parameter count as for L = 1"], [Math(Q3_COUNT.latex)],
-                "a second hidden layer of width k adds k² + k parameters.",
-                [f"two hidden layers of 1024 have P(2, 1024) = {fmt_int(fixed[2])} parameters, "
-                 f"{fixed[2] / s.budget:.2f}x the budget"
-                 + (f"; the equal-parameter width is {w2.width} ({fmt_int(w2.params)})." if w2 else ".")]))
+            blocks.append(_source("q3-count", [
+                f"two hidden layers of 1024 have P(2, 1024) = {fmt_int(fixed[2])} parameters, "
+                f"{fixed[2] / s.budget:.2f}x the budget"
+                + (f"; the equal-parameter width is {w2.width} ({fmt_int(w2.params)})." if w2 else ".")]))
         if src.abs_roots:
-            r = src.abs_roots[0]
-            ratios = [a.params / s.budget for a in src.abs_roots]
-            span = f"L = {src.abs_roots[0].layers}..{src.abs_roots[-1].layers}"
-            blocks.append(_source(
-                ["“take the absolute value” of the quadratic's negative root"], ["its positive root"],
-                "the product of the two roots is negative, so one root is negative: it is no width at all, and its "
-                "absolute value does not solve P(L, k) = B.",
-                [f"at L = {r.layers} the negative root is {fmt(r.negative_root, '.1f')}; width {r.width} has "
-                 f"P = {fmt_int(r.params)} parameters, {r.params / s.budget:.1f}x the budget; over {span} the "
-                 f"absolute root gives {min(ratios):.1f}x to {max(ratios):.1f}x the budget, where the positive root "
-                 "meets it to 0.3%."]))
-    return Answer("answer-p2-q3", "Problem 2 Q3", "The width k(L) that keeps L equal hidden layers at the 784-1024-10 "
-                  "MLP's parameter count.", blocks)
+            r, ratios = src.abs_roots[0], [a.params / s.budget for a in src.abs_roots]
+            blocks.append(_source("q3-root", [
+                f"at L = {r.layers} the negative root is {fmt(r.negative_root, '.1f')}; width {r.width} has "
+                f"P = {fmt_int(r.params)} parameters, {r.params / s.budget:.1f}x the budget; over L = {r.layers}.."
+                f"{src.abs_roots[-1].layers} the absolute root gives {min(ratios):.1f}x to {max(ratios):.1f}x the "
+                "budget, where the positive root meets it to 0.3%."]))
+    return blocks
 
 
 def verdict(s: Summary) -> list:
@@ -200,7 +199,7 @@ def _tests_table(s: Summary) -> Table:
                   for t in s.q4_tests])
 
 
-def p2_q4(s: Summary) -> Answer:
+def p2_q4(s: Summary) -> list:
     blocks = verdict(s) + [_tests_table(s), Para(["Means: " + "; ".join(f"L = {a.layers}: {acc_text(a)}"
                                                                       for a in s.q4) + ". ",
                                                   Link("Figure and table", "q4"), "."])]
@@ -216,14 +215,27 @@ def p2_q4(s: Summary) -> Answer:
                             "equal parameters (this study's --with-fixed-width runs).")
         else:
             measured.append("This study did not train that variant: add --with-fixed-width to measure it.")
-        blocks.append(_source(["(the bonus) width 1024 at every L"], ["k(L) from Q3 at every L"],
-                              "Q4 asks about depth at a fixed parameter budget.", measured))
-    return Answer("answer-p2-q4", "Problem 2 Q4", f"Does test accuracy change with depth L = 1..8 at "
-                  f"{fmt_int(s.budget)} parameters?", blocks)
+        blocks.append(_source("q4", measured))
+    return blocks
 
 
 def answers_section(s: Summary) -> Section:
-    return Section("answers", "Answers", [p1_q1(s), p1_q2(s), p2_q1(s), p2_q2(s), p2_q3(s), p2_q4(s)])
+    """An Answer per question of the assignment, in its order: the question in a line, then its blocks."""
+    questions = [
+        ("p1-q1", "Problem 1 Q1", "Derive ∂l/∂w_i and ∂l/∂b_i of the softmax loss l = −log p_c as functions of p_i.",
+         p1_q1),
+        ("p1-q2", "Problem 1 Q2", "Derive ∂l̂/∂w_i and ∂l̂/∂b_i for the sampled estimate l̂ = log D̂ − z_c, K classes "
+         "drawn from q with the true class excluded.", p1_q2),
+        ("p2-q1", "Problem 2 Q1", "Test accuracy of a linear softmax classifier (784 → 10) under the protocol.", p2_q1),
+        ("p2-q2", "Problem 2 Q2", "Test accuracy of a 784-1024-10 MLP with one ReLU hidden layer, and how it compares "
+         "with Q1.", p2_q2),
+        ("p2-q3", "Problem 2 Q3", "The width k(L) that keeps L equal hidden layers at the 784-1024-10 MLP's parameter "
+         "count.", p2_q3),
+        ("p2-q4", "Problem 2 Q4", f"Does test accuracy change with depth L = 1..8 at {fmt_int(s.budget)} parameters?",
+         p2_q4),
+    ]
+    return Section("answers", "Answers", [Answer(f"answer-{key}", title, question, blocks(s))
+                                          for key, title, question, blocks in questions])
 
 
 # ---- docs/derivations.md's Answers section, from the same formulas --------------------------------------

@@ -97,9 +97,8 @@ def _bias_table(key: str, study) -> list:
             cols += [c] + ([f"{c}_se"] if f"{c}_se" in rest and f"{c}_se" not in same else [])
     caption = f"{study.title[0].upper()}{study.title[1:]}: C = {fmt_int(study.classes)} classes, " \
               f"{study.sampler} sampler"
-    blocks: list = [Table(f"bias-table-{key}", caption, ["K" if c == "num_sampled" else c.replace("_", " ")
-                                                         for c in cols],
-                          [[fmt_cell(r[c]) for c in cols] for r in rows])]
+    headers = ["K" if c == "num_sampled" else c.replace("_", " ") for c in cols]
+    blocks: list = [Table(f"bias-table-{key}", caption, headers, [[fmt_cell(r[c]) for c in cols] for r in rows])]
     if same:
         blocks.append(Para(["In every row: " + ", ".join(f"{c.replace('_', ' ')} = {fmt_cell(rows[0][c])}"
                                                          for c in same) + "."]))
@@ -167,15 +166,13 @@ def q4_section(s: Summary) -> Section:
     headers = ["L", "width", "params", ACC, "n", "diverged"]
     if s.q4_fixed is not None:
         headers += ["fixed width", "fixed params", "fixed: test accuracy, %", "fixed: n", "fixed: diverged"]
+    cells = lambda a: [fmt_int(a.width), fmt_int(a.params), acc_ci(a), fmt_int(a.n), fmt_int(a.diverged)]
     rows = []
     for a in s.q4:
-        row = [fmt_int(a.layers), fmt_int(a.width), fmt_int(a.params), acc_ci(a), fmt_int(a.n),
-               fmt_int(a.diverged)]
-        links = run_links(s.runs_of(a.name))
+        row, links = [fmt_int(a.layers), *cells(a)], run_links(s.runs_of(a.name))
         if s.q4_fixed is not None:
             f = fixed.get(a.layers)
-            row += ([fmt_int(f.width), fmt_int(f.params), acc_ci(f), fmt_int(f.n), fmt_int(f.diverged)]
-                    if f is not None else ["n/a"] * 5)
+            row += ["n/a"] * 5 if f is None else cells(f)
             if f is not None and f.name != a.name:
                 links = links + [" | "] + run_links(s.runs_of(f.name))
         rows.append(row + [links])
@@ -201,9 +198,7 @@ def why_seeds_section(s: Summary) -> list[Section]:
     """Q4's spread over seeds: the swap grid's decomposition, the diagnostic runs, the per-L lr extension.
     No section when the study trained none of them (--no-diagnose, --tune-lrs none)."""
     blocks: list = [*_swap_blocks(s), *_diag_blocks(s), *_tuned_blocks(s)]
-    if blocks:
-        blocks += _extension_runs(s)
-    return [Section("q4-seeds", "Q4: why seeds differ", blocks)] if blocks else []
+    return [Section("q4-seeds", "Q4: why seeds differ", blocks + _extension_runs(s))] if blocks else []
 
 
 def _swap_blocks(s: Summary) -> list:
@@ -319,20 +314,18 @@ def provenance_section(s: Summary) -> Section:
         Table("provenance-summary", "This report's study", ["what", "value"], kv),
         Details("resolved study config (JSON)", json.dumps(s.config, indent=2, sort_keys=True)),
     ]
-    rows, ids, details = [], [], []
+    rows = []
     for r in runs:
         status: list = [Badge(r.status, r.status == "ok")]
         if r.diverged_at is not None:
             status.append(Aside(f"at epoch {r.diverged_at['epoch']}, step {r.diverged_at['step']}"))
-        commit = r.git_commit
         rows.append([Code(r.run_id), r.name, fmt_int(r.seed), status, pct(r.test_acc), pct(r.val_acc),
                      fmt_int(r.params), fmt_int(len(r.history)), fmt(r.wall_time_s, ".1f"), fmt(r.train_time_s, ".1f"),
                      f"{r.device} ({fmt_int(r.threads)} threads)",
-                     Code(commit[:8] + ("+dirty" if commit.endswith("+dirty") else ""))])
-        ids.append(f"run-{r.run_id}")
-        details.append(Details(f"run {r.run_id}: {r.name} seed {r.seed}",
-                               json.dumps(r.record, indent=2, sort_keys=True)))
+                     Code(r.git_commit[:8] + ("+dirty" if r.git_commit.endswith("+dirty") else ""))])
+    details = [Details(f"run {r.run_id}: {r.name} seed {r.seed}", json.dumps(r.record, indent=2, sort_keys=True))
+               for r in runs]
     blocks.append(Table("provenance-table", "Runs", ["run id", "name", "seed", "status", "test acc, %", "val acc, %",
                                                      "params", "epochs", "wall time, s", "train time, s", "device",
-                                                     "commit"], rows, ids, details))
+                                                     "commit"], rows, [f"run-{r.run_id}" for r in runs], details))
     return Section("provenance", "Appendix: provenance and code", blocks)

@@ -101,37 +101,30 @@ class Section:
 
 def run_links(runs) -> list:
     """Links to the provenance table's rows of these runs (anything with a run_id), space-separated."""
-    parts: list = []
-    for r in runs:
-        parts += ([" "] if parts else []) + [Link(r.run_id, f"run-{r.run_id}")]
-    return parts
+    return [x for r in runs for x in (" ", Link(r.run_id, f"run-{r.run_id}"))][1:]
 
 
 # ---- numbers: NaN (one seed, a diverged run) reads n/a -------------------------------------------
 
 
-def _float(x) -> float | None:
-    """A finite number as float; None for None, NaN, inf, bools and anything else."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+def _na(x, text) -> str:
+    """text(x as float) of a finite number; n/a for None, NaN, inf, bools and anything else."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return "n/a"
+    return text(float(x))
 
 
 def fmt(x, spec: str = ".4g") -> str:
-    v = _float(x)
-    return "n/a" if v is None else format(v, spec)
+    return _na(x, lambda v: format(v, spec))
 
 
 def fmt_int(x) -> str:
-    v = _float(x)
-    return "n/a" if v is None else f"{round(v):,}"
+    return _na(x, lambda v: f"{round(v):,}")
 
 
 def pct(x, digits: int = 2) -> str:
     """A fraction as a percentage without the sign: 0.97843 -> '97.84'."""
-    v = _float(x)
-    return "n/a" if v is None else f"{100 * v:.{digits}f}"
+    return _na(x, lambda v: f"{100 * v:.{digits}f}")
 
 
 def acc_ci(a) -> str:
@@ -156,11 +149,4 @@ def fmt_cell(v) -> str:
 
 
 def duration(s) -> str:
-    v = _float(s)
-    if v is None:
-        return "n/a"
-    if v < 120:
-        return f"{v:.1f} s"
-    return f"{v / 60:.1f} min" if v < 7200 else f"{v / 3600:.2f} h"
-
-
+    return _na(s, lambda v: f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min" if v < 7200 else f"{v / 3600:.2f} h")

@@ -124,8 +124,7 @@ def accuracy_vs_layers(s: Summary):
             capsize=3, label="extension (not the protocol): lr chosen on validation")
     ax.plot([], [], ls="none", marker=".", color=C_LINEAR, label="one seed")
     ax.plot([], [], lw=2.2, color=C_LINEAR, label="median")
-    ax.set_xlabel("hidden layers L")
-    ax.set_ylabel("test accuracy, %")
+    ax.set(xlabel="hidden layers L", ylabel="test accuracy, %")
     if ax.get_ylim()[1] > 100:  # a wide CI (few seeds) must not suggest accuracies over 100%
         ax.set_ylim(top=100.5)
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
@@ -139,9 +138,10 @@ def accuracy_vs_layers(s: Summary):
     return fig
 
 
-def _by_fate(s: Summary, layers: int) -> dict[int, bool]:
-    """seed -> failing, for the diagnostic runs at one depth."""
-    return {d.seed: d.failing for d in s.seed_diags if d.layers == layers}
+def _seed_curves(s: Summary, layers: int) -> list:
+    """(curve, colour) of each diagnostic run at one depth: failing seeds red."""
+    fate = {d.seed: d.failing for d in s.seed_diags if d.layers == layers}
+    return [(c, C_FIXED if fate.get(c.seed) else C_EQUAL) for c in s.loss_curves if c.layers == layers]
 
 
 def loss_curves(s: Summary):
@@ -151,12 +151,11 @@ def loss_curves(s: Summary):
     fig, axes = plt.subplots(1, len(depths), figsize=(4.2 * len(depths) + 0.6, 3.9), squeeze=False,
                              layout="constrained", sharey=True)
     for ax, L in zip(axes[0], depths):
-        fate = _by_fate(s, L)
-        for c in (c for c in s.loss_curves if c.layers == L):
-            ax.plot(c.steps, c.losses, lw=1.1, alpha=0.85, color=C_FIXED if fate.get(c.seed) else C_EQUAL)
+        curves = _seed_curves(s, L)
+        for c, color in curves:
+            ax.plot(c.steps, c.losses, lw=1.1, alpha=0.85, color=color)
         ax.axhline(math.log(10), color=C_LINEAR, ls="--", lw=1)  # chance level: the plateau
-        ax.set_title(f"L = {L} (k = {next(c.width for c in s.loss_curves if c.layers == L)})")
-        ax.set_xlabel("step")
+        ax.set(title=f"L = {L} (k = {curves[0][0].width})", xlabel="step")
     axes[0][0].set_ylabel("training loss, nats (window mean)")
     fail = f"failing seed (test acc. > {100 * FAIL_GAP:g} pp below the best)"
     for color, label in ((C_EQUAL, "seed"), (C_FIXED, fail), (C_LINEAR, "ln 10: chance")):
@@ -171,17 +170,12 @@ def deep_diagnostics(s: Summary):
     weight-gradient norm against step, failing seeds apart from good ones."""
     plt = _plt()
     L = max(c.layers for c in s.loss_curves)
-    fate = _by_fate(s, L)
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.9), squeeze=False, layout="constrained")
-    for c in (c for c in s.loss_curves if c.layers == L):
-        color = C_FIXED if fate.get(c.seed) else C_EQUAL
+    for c, color in _seed_curves(s, L):
         axes[0][0].plot(c.steps, [100 * float(np.mean(p.dead)) for p in c.points], color=color, lw=1.1)
         axes[0][1].plot(c.steps, [p.grad_norm[0] for p in c.points], color=color, lw=1.1)
-    axes[0][0].set_ylabel("dead ReLUs, % (mean over hidden layers)")
-    axes[0][1].set_ylabel("||dL/dW|| of the first layer")
-    axes[0][1].set_yscale("log")
-    for ax in axes[0]:
-        ax.set_xlabel("step")
+    axes[0][0].set(ylabel="dead ReLUs, % (mean over hidden layers)", xlabel="step")
+    axes[0][1].set(ylabel="||dL/dW|| of the first layer", yscale="log", xlabel="step")
     for color, label in ((C_EQUAL, "good seed"), (C_FIXED, "failing seed")):
         axes[0][0].plot([], [], color=color, label=label)
     axes[0][0].legend(fontsize=8.5)
@@ -201,9 +195,7 @@ def params_vs_layers(s: Summary):
         ax.annotate(f"k={r.width}", (r.layers, r.params), textcoords="offset points", xytext=(0, -14),
                     ha="center", fontsize=8, color=C_EQUAL)
     ax.axhline(s.q1.params, color=C_LINEAR, ls="--", lw=1.2, label=f"linear (Q1): {s.q1.params:,}")
-    ax.set_yscale("log")
-    ax.set_xlabel("hidden layers L")
-    ax.set_ylabel("parameters")
+    ax.set(yscale="log", xlabel="hidden layers L", ylabel="parameters")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_title("Parameters vs depth")
     fig.legend(loc="outside lower center", ncol=3, fontsize=9)
@@ -226,7 +218,7 @@ def learning_curves(s: Summary):
     if s.q4_fixed:
         groups.append(("width 1024 for every L", [s.q1, *s.q4_fixed]))
     max_l = max(a.layers for _, archs in groups for a in archs) or 1
-    epochs = max((len(r.history) for r in s.runs), default=1)
+    epochs = max([1, *(len(r.history) for r in s.runs)])
     cmap = plt.get_cmap("viridis")
     fig, axes = plt.subplots(2, len(groups), figsize=(5.2 * len(groups) + 0.8, 6.6), squeeze=False,
                              layout="constrained", sharex=True)
@@ -247,9 +239,9 @@ def learning_curves(s: Summary):
             else:
                 ax.set_title(title)
             ax.set_ylabel(ylabel)
-            ax.set_xlim(0.6, max(epochs, 1) + 0.4)  # whole epochs, with room either side
+            ax.set_xlim(0.6, epochs + 0.4)  # whole epochs, with room either side
             if epochs <= 12:
-                ax.set_xticks(range(1, max(epochs, 1) + 1))
+                ax.set_xticks(range(1, epochs + 1))
             else:
                 ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         handles, names = axes[0][j].get_legend_handles_labels()  # below the panels: never over a curve
@@ -271,11 +263,8 @@ def bias_vs_k(studies):
             line, = ax.plot(x, np.abs(y), lw=1.6, color=C_ESTIMATOR[est], label=est)
             ax.plot(x[y < 0], -y[y < 0], ls="none", marker="o", ms=5, color=line.get_color())
             ax.plot(x[y > 0], y[y > 0], ls="none", marker="o", ms=5, mfc="white", color=line.get_color())
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_ylabel("|loss bias| (log)")
-        ax.set_xlabel("sampled classes K (log)")
-        ax.set_title(f"{study.title}, C = {fmt_int(study.classes)}, {study.sampler} sampler")
+        ax.set(xscale="log", yscale="log", ylabel="|loss bias| (log)", xlabel="sampled classes K (log)",
+               title=f"{study.title}, C = {fmt_int(study.classes)}, {study.sampler} sampler")
         ax.legend(fontsize=9)
         ax.set_xticks(sorted({r["num_sampled"] for r in study.rows}))
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{int(v):,}"))
@@ -299,13 +288,12 @@ def misclassified(s: Summary, test_images):
                              squeeze=False, layout="constrained")
     for ax, m in zip(axes[:, 0], chosen):
         mosaic = np.zeros((nr * (cell + top), nc * cell), dtype=np.uint8)
-        ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
         for k, (i, true, pred) in enumerate(m.errors[: nr * nc]):
             r, c = divmod(k, nc)
             y0, x0 = r * (cell + top) + top, c * cell
             mosaic[y0 + 3:y0 + 31, x0 + 3:x0 + 31] = imgs[i]
             ax.text(x0 + cell / 2, y0 - 1, f"{true}→{pred}", ha="center", va="bottom", fontsize=8.5, color="#1f2328")
-        ax.images[0].set_data(mosaic)
+        ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
         ax.set_axis_off()
         ax.set_title(f"{m.label}: {m.arch.name} ({acc_text(m.arch)}), seed {m.seed} run {m.run_id}, "
                      f"{m.n_errors:,} test errors", fontsize=9.5, loc="left")

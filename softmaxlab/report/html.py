@@ -106,12 +106,9 @@ _NUMERIC = re.compile(r"^([+-]?[\d,]+(\.\d+)?(e[+-]?\d+)?( ± ([\d.,]+|n/a))?|n/
 
 def _numeric_columns(t: Table) -> list[bool]:
     """Right-align a column whose every cell reads as a number (n/a included)."""
-    cols = []
-    for j in range(len(t.headers)):
-        cells = [row[j] for row in t.rows if j < len(row)]
-        cols.append(bool(cells) and all(isinstance(c, str) and _NUMERIC.match(c) for c in cells)
-                    and not all(c == "n/a" for c in cells))
-    return cols
+    cols = [[row[j] for row in t.rows if j < len(row)] for j in range(len(t.headers))]
+    return [bool(cells) and all(isinstance(c, str) and _NUMERIC.match(c) for c in cells)
+            and not all(c == "n/a" for c in cells) for cells in cols]
 
 
 def _html_details(d: Details, printable: bool = False) -> str:
@@ -132,8 +129,8 @@ def _html_block(b, figures: dict[str, tuple[bytes, bytes]], printable: bool = Fa
         if b.name not in figures:
             return f'<p class="missing" id="fig-{_h(b.name)}">Figure {_h(b.name)}: no data for it in this study.</p>'
         png, svg = figures[b.name]
-        uri = ("data:image/svg+xml;base64," + base64.b64encode(svg).decode("ascii") if printable else
-               "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
+        kind, blob = ("svg+xml", svg) if printable else ("png", png)
+        uri = f"data:image/{kind};base64," + base64.b64encode(blob).decode("ascii")
         w, h = (int.from_bytes(png[i:i + 4], "big") for i in (16, 20))  # pixels, from the PNG's IHDR chunk
         # shown at 100 dpi: the PNGs are 150 dpi, sharp on high-density screens
         return (f'<figure id="fig-{_h(b.name)}"><img src="{uri}" width="{w * 2 // 3}" height="{h * 2 // 3}" '
@@ -142,9 +139,8 @@ def _html_block(b, figures: dict[str, tuple[bytes, bytes]], printable: bool = Fa
     if isinstance(b, Table):
         num = _numeric_columns(b)
         long = " long" if len(b.rows) > LONG_TABLE and not b.details else ""  # scrolls in its own box
-        out = [f'<div class="wrap{long}"><table id="{_h(b.id)}">', f"<caption>{_h(b.caption)}</caption>", "<thead><tr>"]
-        out += [f"<th>{_h(h)}</th>" for h in b.headers]
-        out.append("</tr></thead><tbody>")
+        out = [f'<div class="wrap{long}"><table id="{_h(b.id)}">', f"<caption>{_h(b.caption)}</caption>", "<thead><tr>",
+               *[f"<th>{_h(h)}</th>" for h in b.headers], "</tr></thead><tbody>"]
         for i, row in enumerate(b.rows):
             rid = f' id="{_h(b.row_ids[i])}"' if b.row_ids else ""
             cells = "".join(("<td class=\"num\">" if num[j] else "<td>") + f"{_html_inline(c)}</td>"
