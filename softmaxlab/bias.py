@@ -132,19 +132,17 @@ def _one(est, K, n, z, y, zc, lse, exact, g_full, qc, smp, g, sampler_name, pi=N
         flat = (e * C)[:, None] + ids  # (m*N, K) positions in z.view(-1)
         zs = z.view(-1)[flat]  # (m*N, K) sampled logits
         q = smp.probs(ids)
-        c = y[e]
-        ze = zc[e]
+        c, ze = y[e], zc[e]
+        alpha = torch.zeros(m * N, dtype=torch.float64)
         if pi is not None:
             Q = (N - 1) * pi.probs(ids) + K * q  # (m*N, M) the mixture's expected counts
             beta = torch.where(ids == c[:, None], -torch.inf, -torch.log(Q))  # every copy of c masked
-            Qc = (N - 1) * pi.probs(c) + K * qc[e]
-            alpha = -torch.log(Qc) if est == "mixed_logq" else torch.zeros(m * N, dtype=torch.float64)
+            if est == "mixed_logq":
+                alpha = -torch.log((N - 1) * pi.probs(c) + K * qc[e])  # -log Q_c
         elif est == "as_posed":
             beta = torch.log(q / K)
-            alpha = torch.zeros(m * N, dtype=torch.float64)
         elif est == "importance":
             beta = torch.log((1.0 - qc[e])[:, None] / (K * q))  # 1 / (K q'_j)
-            alpha = torch.zeros(m * N, dtype=torch.float64)
         else:
             beta = torch.where(ids == c[:, None], -torch.inf, -torch.log(K * q))  # hits masked
             alpha = -torch.log(K * qc[e])

@@ -89,8 +89,7 @@ def _samples(inputs, weight, bias, labels, num_sampled, sampler, estimator, samp
             raise SoftmaxlabError(
                 "in_batch uses the other labels of the batch as negatives; pass num_sampled=None and no sampled_values"
             )
-        return y, draw_sampled_values(y, None, resolve_sampler(sampler, C, inputs.device, estimator), in_batch=True)
-    if sampled_values is not None:
+    elif sampled_values is not None:
         sv = check_sampled_values(sampled_values, B, num_true, C, inputs.device)
         if num_sampled is not None and num_sampled != sv.sampled_candidates.shape[-1]:
             raise SoftmaxlabError(
@@ -99,8 +98,8 @@ def _samples(inputs, weight, bias, labels, num_sampled, sampler, estimator, samp
             )
         return y, sv
     return y, draw_sampled_values(
-        y, _num_sampled(num_sampled), resolve_sampler(sampler, C, inputs.device, estimator),
-        shared=shared, unique=unique, generator=generator, tf_counts=tf_compat,
+        y, None if in_batch else _num_sampled(num_sampled), resolve_sampler(sampler, C, inputs.device, estimator),
+        shared=shared, unique=unique, generator=generator, in_batch=in_batch, tf_counts=tf_compat,
     )
 
 
@@ -299,16 +298,15 @@ class SampledSoftmaxLoss(nn.Module):
     def _install_hooks(self) -> None:
         """The dense-gradient machinery (_GradBuffers); pickling drops tensor hooks, so __setstate__ reinstalls."""
         self._grads = _GradBuffers()
-        for name, p in self._named_rows():
+        for name, p in (("weight", self.weight), ("bias", self.bias)):
+            if p is None:
+                continue
             p.register_hook(lambda g, name=name, p=p: self._grads.seen(name, p, g))
             p.register_post_accumulate_grad_hook(lambda p, name=name: self._densify(name, p))
 
     def _densify(self, name, p) -> None:
         if not self.sparse:
             self._grads.densify(name, p)
-
-    def _named_rows(self):
-        return [(n, p) for n, p in (("weight", self.weight), ("bias", self.bias)) if p is not None]
 
     def _kwargs(self) -> dict:
         # sparse=True always: backward's sparse rows are added into a dense .grad (see _GradBuffers)
@@ -322,13 +320,11 @@ class SampledSoftmaxLoss(nn.Module):
         """sampled_values: this step's fixed candidates (e.g. mixed_sampled_values) instead of the module's draw."""
         if not self.training:
             return self.full_loss(x, labels)
-        if sampled_values is not None:
-            kw = self._kwargs()
-            if "in_batch" in kw:  # NCELoss has none
-                kw["in_batch"] = False
-            return self.loss_fn(x, self.weight, self.bias, labels, None, sampled_values=sampled_values, **kw)
-        return self.loss_fn(x, self.weight, self.bias, labels, self.num_sampled, generator=generator,
-                            **self._kwargs())
+        kw = self._kwargs()
+        if sampled_values is not None and "in_batch" in kw:  # NCELoss has none
+            kw["in_batch"] = False
+        return self.loss_fn(x, self.weight, self.bias, labels, None if sampled_values is not None else self.num_sampled,
+                            generator=generator, sampled_values=sampled_values, **kw)
 
     def full_logits(self, x: torch.Tensor) -> torch.Tensor:
         z = x @ self.weight.T
@@ -345,19 +341,15 @@ class SampledSoftmaxLoss(nn.Module):
         return (torch.logsumexp(z, 1) - z.gather(1, y).mean(1)).mean()
 
     def __getstate__(self):  # pickling (torch.save(module), deepcopy) leaves the reusable gradient buffers behind
-        state = self.__dict__.copy()
-        state["_grads"] = None
-        return state
+        return {**self.__dict__, "_grads": None}
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self._install_hooks()
 
     def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, dim={self.dim}, num_sampled={self.num_sampled}, "
-            f"estimator={self.estimator!r}, sampler={self.sampler!r}"
-        )
+        return (f"num_classes={self.num_classes}, dim={self.dim}, num_sampled={self.num_sampled}, "
+                f"estimator={self.estimator!r}, sampler={self.sampler!r}")
 
 
 class NCELoss(SampledSoftmaxLoss):
@@ -372,7 +364,4 @@ class NCELoss(SampledSoftmaxLoss):
                          remove_accidental_hits=remove_accidental_hits, **kwargs)
 
     def _kwargs(self) -> dict:
-        kw = super()._kwargs()
-        for k in ("estimator", "shared", "in_batch"):
-            del kw[k]
-        return kw
+        return {k: v for k, v in super()._kwargs().items() if k not in ("estimator", "shared", "in_batch")}
