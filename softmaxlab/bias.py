@@ -41,12 +41,6 @@ ESTIMATORS = ("as_posed", "importance", "logq")
 MIXED_ESTIMATORS = ("mixed_importance", "mixed_logq")  # in-batch + proposal, bias_study(mixed=True)
 
 
-def _default_logits(classes: int, n_examples: int, scale: float, g: torch.Generator):
-    z = scale * torch.randn(n_examples, classes, generator=g, dtype=torch.float64)
-    y = torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)
-    return z, y
-
-
 def _check(classes, samples, n_draws, logits):
     if logits is None and (not isinstance(classes, int) or classes < 2):
         raise SoftmaxlabError(f"classes must be an integer >= 2, got {classes!r}")
@@ -85,7 +79,8 @@ def bias_study(
     _check(classes, samples, n_draws, logits)
     g = torch.Generator().manual_seed(seed)
     if logits is None:
-        z, y = _default_logits(classes, n_examples, scale, g)
+        z = scale * torch.randn(n_examples, classes, generator=g, dtype=torch.float64)
+        y = torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)
     else:
         z, y = logits[0].detach().to("cpu", torch.float64), logits[1].detach().to("cpu").long()
     N, C = z.shape
@@ -197,11 +192,9 @@ def format_table(rows: list[dict]) -> str:
     """Markdown table of the study's rows."""
     head = ("| estimator | K | loss bias (± se) | E[(D-Z)/Z] (± se) | E abs(D-Z)/Z | grad cosine "
             "| grad rel. err | true-class grad bias | draws |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(
-            f"| {r['estimator']} | {r['num_sampled']} | {r['loss_bias']:+.4f} ± {r['loss_bias_se']:.4f} | "
-            f"{r['d_rel_bias']:+.4f} ± {r['d_rel_bias_se']:.4f} | {r['d_rel_abs']:.4f} | "
-            f"{r['grad_cosine']:.4f} | {r['grad_rel_err']:.4f} | {r['grad_true_bias']:+.4f} | {r['n_draws']} |"
-        )
-    return "\n".join(lines)
+    return "\n".join([head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"] + [
+        f"| {r['estimator']} | {r['num_sampled']} | {r['loss_bias']:+.4f} ± {r['loss_bias_se']:.4f} | "
+        f"{r['d_rel_bias']:+.4f} ± {r['d_rel_bias_se']:.4f} | {r['d_rel_abs']:.4f} | "
+        f"{r['grad_cosine']:.4f} | {r['grad_rel_err']:.4f} | {r['grad_true_bias']:+.4f} | {r['n_draws']} |"
+        for r in rows
+    ])

@@ -126,8 +126,7 @@ def _sampled_setup(mode: str, seed: int, dtype):
     sv = draw_sampled_values(y, None if mode == "in_batch" else k, sampler, shared=mode != "per_row",
                              unique=unique, generator=torch.Generator().manual_seed(seed + 1),
                              in_batch=mode == "in_batch")
-    x, W, b = x.to(dtype), W.to(dtype), b.to(dtype)
-    return x, W, b, y, sv, sampler
+    return x.to(dtype), W.to(dtype), b.to(dtype), y, sv, sampler
 
 
 def _sampled_checks(estimator: str, mode: str, dtype, seed: int, tol: float, fd: bool) -> list[dict]:

@@ -62,9 +62,8 @@ def _hits(ids, is_true, rule) -> torch.Tensor:
     """(B, K) bool: sampled ids that are true labels of their row; TF's rule ('tf'): only an id's last copy."""
     hit = is_true.gather(1, ids)
     if rule == "tf":
-        K = ids.shape[1]
-        later = (ids[:, :, None] == ids[:, None, :]) & torch.ones(K, K, dtype=torch.bool, device=ids.device).triu(1)
-        hit = hit & ~later.any(2)
+        later = (ids[:, :, None] == ids[:, None, :]).triu(1).any(2)  # (B, K) the id has a later copy
+        hit = hit & ~later
     return hit
 
 

@@ -151,8 +151,7 @@ class Sampler:
         if exclude is None:
             return self._sample_unique(K, generator) if unique else Draw(self._draw((K,), generator), K)
         ex = exclude.to(self.device)
-        if ex.dim() == 1:
-            ex = ex[:, None]
+        ex = ex[:, None] if ex.dim() == 1 else ex
         if ex.dim() != 2 or ex.dtype.is_floating_point:
             raise SoftmaxlabError(
                 f"exclude must be integer ids of shape (B,) or (B, T), got {tuple(exclude.shape)} "
