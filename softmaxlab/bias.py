@@ -41,12 +41,6 @@ ESTIMATORS = ("as_posed", "importance", "logq")
 MIXED_ESTIMATORS = ("mixed_importance", "mixed_logq")  # in-batch + proposal, bias_study(mixed=True)
 
 
-def _default_logits(classes: int, n_examples: int, scale: float, g: torch.Generator):
-    z = scale * torch.randn(n_examples, classes, generator=g, dtype=torch.float64)
-    y = torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)
-    return z, y
-
-
 def _check(classes, samples, n_draws, logits):
     if logits is None and (not isinstance(classes, int) or classes < 2):
         raise SoftmaxlabError(f"classes must be an integer >= 2, got {classes!r}")
@@ -85,7 +79,8 @@ def bias_study(
     _check(classes, samples, n_draws, logits)
     g = torch.Generator().manual_seed(seed)
     if logits is None:
-        z, y = _default_logits(classes, n_examples, scale, g)
+        z = scale * torch.randn(n_examples, classes, generator=g, dtype=torch.float64)
+        y = torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)
     else:
         z, y = logits[0].detach().to("cpu", torch.float64), logits[1].detach().to("cpu").long()
     N, C = z.shape
@@ -132,19 +127,17 @@ def _one(est, K, n, z, y, zc, lse, exact, g_full, qc, smp, g, sampler_name, pi=N
         flat = (e * C)[:, None] + ids  # (m*N, K) positions in z.view(-1)
         zs = z.view(-1)[flat]  # (m*N, K) sampled logits
         q = smp.probs(ids)
-        c = y[e]
-        ze = zc[e]
+        c, ze = y[e], zc[e]
+        alpha = torch.zeros(m * N, dtype=torch.float64)
         if pi is not None:
             Q = (N - 1) * pi.probs(ids) + K * q  # (m*N, M) the mixture's expected counts
             beta = torch.where(ids == c[:, None], -torch.inf, -torch.log(Q))  # every copy of c masked
-            Qc = (N - 1) * pi.probs(c) + K * qc[e]
-            alpha = -torch.log(Qc) if est == "mixed_logq" else torch.zeros(m * N, dtype=torch.float64)
+            if est == "mixed_logq":
+                alpha = -torch.log((N - 1) * pi.probs(c) + K * qc[e])  # -log Q_c
         elif est == "as_posed":
             beta = torch.log(q / K)
-            alpha = torch.zeros(m * N, dtype=torch.float64)
         elif est == "importance":
             beta = torch.log((1.0 - qc[e])[:, None] / (K * q))  # 1 / (K q'_j)
-            alpha = torch.zeros(m * N, dtype=torch.float64)
         else:
             beta = torch.where(ids == c[:, None], -torch.inf, -torch.log(K * q))  # hits masked
             alpha = -torch.log(K * qc[e])
@@ -199,11 +192,9 @@ def format_table(rows: list[dict]) -> str:
     """Markdown table of the study's rows."""
     head = ("| estimator | K | loss bias (± se) | E[(D-Z)/Z] (± se) | E abs(D-Z)/Z | grad cosine "
             "| grad rel. err | true-class grad bias | draws |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(
-            f"| {r['estimator']} | {r['num_sampled']} | {r['loss_bias']:+.4f} ± {r['loss_bias_se']:.4f} | "
-            f"{r['d_rel_bias']:+.4f} ± {r['d_rel_bias_se']:.4f} | {r['d_rel_abs']:.4f} | "
-            f"{r['grad_cosine']:.4f} | {r['grad_rel_err']:.4f} | {r['grad_true_bias']:+.4f} | {r['n_draws']} |"
-        )
-    return "\n".join(lines)
+    return "\n".join([head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"] + [
+        f"| {r['estimator']} | {r['num_sampled']} | {r['loss_bias']:+.4f} ± {r['loss_bias_se']:.4f} | "
+        f"{r['d_rel_bias']:+.4f} ± {r['d_rel_bias_se']:.4f} | {r['d_rel_abs']:.4f} | "
+        f"{r['grad_cosine']:.4f} | {r['grad_rel_err']:.4f} | {r['grad_true_bias']:+.4f} | {r['n_draws']} |"
+        for r in rows
+    ])

@@ -11,11 +11,10 @@ for shared and in-batch draws, accidental hits.
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
+from softmaxlab.errors import SoftmaxlabError
 from softmaxlab.sampled import (
     ESTIMATORS,
     draw_sampled_values,
@@ -65,6 +64,24 @@ def _row(name: str, err: float, tol: float, extra_ok: bool = True) -> dict:
     return dict(name=name, max_abs_err=err, tol=tol, ok=bool(err <= tol and extra_ok))
 
 
+def _fd_row(name: str, loss_fn, tensors, func, tol: float) -> dict:
+    """Finite differences of loss_fn and torch.autograd.gradcheck, against the Function's gradients func[1:]."""
+    ts = [t.clone() for t in tensors]
+    num = _fd_grads(lambda: loss_fn(*ts), ts)
+    ok = torch.autograd.gradcheck(loss_fn, tuple(t.clone().requires_grad_() for t in tensors),
+                                  raise_exception=False, fast_mode=True)
+    return _row(f"{name}.finite_difference+gradcheck", _max_err(num, func[1:]), tol, ok)
+
+
+def _three_way(name: str, closed, autograd_loss, function_loss, tensors, tol: float, fd: bool) -> list[dict]:
+    """closed form (loss, dx, dW, db) vs autograd, the Function vs the closed form, and finite differences."""
+    auto = _grads(autograd_loss, tensors)
+    func = _grads(function_loss, tensors)
+    rows = [_row(f"{name}.closed_form_vs_autograd", _max_err(closed, auto), tol),
+            _row(f"{name}.function_vs_closed_form", _max_err(func, closed), tol)]
+    return rows + [_fd_row(name, function_loss, tensors, func, tol)] if fd else rows
+
+
 def _softmax_checks(dtype, seed, tol, fd: bool) -> list[dict]:
     g = torch.Generator().manual_seed(seed)
     B, d, C = 5, 3, 7
@@ -75,21 +92,17 @@ def _softmax_checks(dtype, seed, tol, fd: bool) -> list[dict]:
         z = x_ @ W_.T + b_
         return (torch.logsumexp(z, 1) - z.gather(1, y[:, None]).squeeze(1)).mean()
 
+    def function_loss(*t):
+        return SoftmaxXent.apply(*t, y)
+
     closed = softmax_xent_grads(x, W, b, y)
     auto = _grads(autograd_loss, (x, W, b))
-    func = _grads(lambda *t: SoftmaxXent.apply(*t, y), (x, W, b))
+    func = _grads(function_loss, (x, W, b))
     rows = [
         _row("softmax.closed_form_vs_autograd", _max_err(closed, [auto[0], auto[2], auto[3]]), tol),
         _row("softmax.SoftmaxXent_vs_autograd", _max_err(func, auto), tol),
     ]
-    if fd:
-        ts = [t.clone() for t in (x, W, b)]
-        num = _fd_grads(lambda: SoftmaxXent.apply(*ts, y), ts)
-        ok = torch.autograd.gradcheck(lambda *t: SoftmaxXent.apply(*t, y),
-                                      tuple(t.clone().requires_grad_() for t in (x, W, b)),
-                                      raise_exception=False, fast_mode=True)
-        rows.append(_row("softmax.finite_difference+gradcheck", _max_err(num, func[1:]), tol, ok))
-    return rows
+    return rows + [_fd_row("softmax", function_loss, (x, W, b), func, tol)] if fd else rows
 
 
 def _sampled_setup(mode: str, seed: int, dtype):
@@ -113,8 +126,7 @@ def _sampled_setup(mode: str, seed: int, dtype):
     sv = draw_sampled_values(y, None if mode == "in_batch" else k, sampler, shared=mode != "per_row",
                              unique=unique, generator=torch.Generator().manual_seed(seed + 1),
                              in_batch=mode == "in_batch")
-    x, W, b = x.to(dtype), W.to(dtype), b.to(dtype)
-    return x, W, b, y, sv, sampler
+    return x.to(dtype), W.to(dtype), b.to(dtype), y, sv, sampler
 
 
 def _sampled_checks(estimator: str, mode: str, dtype, seed: int, tol: float, fd: bool) -> list[dict]:
@@ -134,20 +146,7 @@ def _sampled_checks(estimator: str, mode: str, dtype, seed: int, tol: float, fd:
 
     closed = sampled_softmax_grads(x, W, b, y, sv, estimator, in_batch=in_batch, with_dx=True)
     closed = [closed[0], closed[3], closed[1], closed[2]]  # (loss, dx, dW, db)
-    auto = _grads(autograd_loss, (x, W, b))
-    func = _grads(function_loss, (x, W, b))
-    name = f"sampled.{estimator}.{mode}"
-    rows = [
-        _row(f"{name}.closed_form_vs_autograd", _max_err(closed, auto), tol),
-        _row(f"{name}.function_vs_closed_form", _max_err(func, closed), tol),
-    ]
-    if fd:
-        ts = [t.clone() for t in (x, W, b)]
-        num = _fd_grads(lambda: function_loss(*ts), ts)
-        ok = torch.autograd.gradcheck(function_loss, tuple(t.clone().requires_grad_() for t in (x, W, b)),
-                                      raise_exception=False, fast_mode=True)
-        rows.append(_row(f"{name}.finite_difference+gradcheck", _max_err(num, func[1:]), tol, ok))
-    return rows
+    return _three_way(f"sampled.{estimator}.{mode}", closed, autograd_loss, function_loss, (x, W, b), tol, fd)
 
 
 def _nce_checks(dtype, seed: int, tol: float, fd: bool) -> list[dict]:
@@ -168,25 +167,12 @@ def _nce_checks(dtype, seed: int, tol: float, fd: bool) -> list[dict]:
         return ((F.softplus(o_t) - o_t / 2).sum() + (keep * F.softplus(o_s)).sum())
 
     loss, dW, db, dx = nce_grads(x, W, b, y, sv, remove_accidental_hits="tf")
-    closed = [loss.sum(), dx, dW, db]
-    auto = _grads(autograd_loss, (x, W, b))
-    func = _grads(function_loss, (x, W, b))
-    rows = [_row("nce.closed_form_vs_autograd", _max_err(closed, auto), tol),
-            _row("nce.function_vs_closed_form", _max_err(func, closed), tol)]
-    if fd:
-        ts = [t.clone() for t in (x, W, b)]
-        num = _fd_grads(lambda: function_loss(*ts), ts)
-        ok = torch.autograd.gradcheck(function_loss, tuple(t.clone().requires_grad_() for t in (x, W, b)),
-                                      raise_exception=False, fast_mode=True)
-        rows.append(_row("nce.finite_difference+gradcheck", _max_err(num, func[1:]), tol, ok))
-    return rows
+    return _three_way("nce", [loss.sum(), dx, dW, db], autograd_loss, function_loss, (x, W, b), tol, fd)
 
 
 def run_checks(dtype: torch.dtype = torch.float64, seed: int = 0) -> list[dict]:
     """All named checks: [{name, max_abs_err, tol, ok}]. Finite differences run in float64 only."""
     if dtype not in _TOL:
-        from softmaxlab.errors import SoftmaxlabError
-
         raise SoftmaxlabError(f"checks run in float64 or float32, got {dtype}; pass torch.float64")
     tol, fd = _TOL[dtype], dtype == torch.float64
     rows = _softmax_checks(dtype, seed, tol, fd)
@@ -194,10 +180,3 @@ def run_checks(dtype: torch.dtype = torch.float64, seed: int = 0) -> list[dict]:
         for mode in MODES:
             rows += _sampled_checks(estimator, mode, dtype, seed, tol, fd)
     return rows + _nce_checks(dtype, seed, tol, fd)
-
-
-if __name__ == "__main__":
-    t0 = time.perf_counter()
-    for r in run_checks():
-        print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['name']:<52} {r['max_abs_err']:.2e} <= {r['tol']:.0e}")
-    print(f"{time.perf_counter() - t0:.1f} s")

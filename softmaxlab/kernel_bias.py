@@ -25,14 +25,6 @@ from softmaxlab.samplers.kernel import KernelSampler
 PROPOSALS = ("loguniform", "unigram", "kernel")
 
 
-def lowrank_logits(classes: int, dim: int, n_examples: int, scale: float, g: torch.Generator):
-    """(h (N, d) the kernel's features, W (C, d), z = h W^T (N, C), y (N,) drawn from softmax(z))."""
-    h = scale * torch.randn(n_examples, dim, generator=g, dtype=torch.float64)
-    W = torch.randn(classes, dim, generator=g, dtype=torch.float64) / math.sqrt(dim)
-    z = h @ W.T
-    return h, W, z, torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)
-
-
 def kernel_bias_study(classes: int = 100_000, samples=(8, 64, 512), dim: int = 32, alpha: float = 100.0,
                       n_draws: int = 2000, seed: int = 0, n_examples: int = 64, scale: float = 1.5,
                       max_elements: int = 1 << 22, proposals=PROPOSALS) -> list[dict]:
@@ -42,7 +34,10 @@ def kernel_bias_study(classes: int = 100_000, samples=(8, 64, 512), dim: int = 3
     if not samples or any(not isinstance(k, int) or k < 1 for k in samples):
         raise SoftmaxlabError(f"samples must be positive integers, got {samples!r}; e.g. 8,64,512")
     g = torch.Generator().manual_seed(seed)
-    h, W, z, y = lowrank_logits(classes, dim, n_examples, scale, g)
+    h = scale * torch.randn(n_examples, dim, generator=g, dtype=torch.float64)  # (N, d) the kernel's features
+    W = torch.randn(classes, dim, generator=g, dtype=torch.float64) / math.sqrt(dim)  # (C, d)
+    z = h @ W.T  # (N, C)
+    y = torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)  # (N,) drawn from softmax(z)
     N, C = z.shape
     lse = torch.logsumexp(z, 1)
     zc = z[torch.arange(N), y]

@@ -47,9 +47,7 @@ def exact_metrics(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     for lo in range(0, C, n):
         hi = min(C, lo + n)
         z = linear(inputs, weight[lo:hi])  # (B, n) in the inputs' dtype
-        if bias is not None:
-            z = z + bias[lo:hi]
-        z = z.to(acc)
+        z = (z if bias is None else z + bias[lo:hi]).to(acc)
         m_new = torch.maximum(m, z.amax(1))
         s = s * torch.exp(m - m_new) + torch.exp(z - m_new[:, None]).sum(1)
         m = m_new

@@ -59,11 +59,8 @@ def _check_hard(hard, B: int, C: int, device) -> torch.Tensor | None:
 
 def _count_in(ids: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
     """Copies of each id among pool, float64: ids (M,) with pool (H,), or ids (B, M) with pool (B, H) per row."""
-    sp = torch.sort(pool, dim=-1).values
-    if ids.dim() == 2 and sp.dim() == 1:
-        sp = sp.expand(ids.shape[0], -1).contiguous()
-    lo = torch.searchsorted(sp, ids.contiguous())
-    return (torch.searchsorted(sp, ids.contiguous(), right=True) - lo).to(torch.float64)
+    sp, ids = torch.sort(pool, dim=-1).values, ids.contiguous()
+    return (torch.searchsorted(sp, ids, right=True) - torch.searchsorted(sp, ids)).to(torch.float64)
 
 
 def mixed_sampled_values(

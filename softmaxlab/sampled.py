@@ -64,19 +64,20 @@ __all__ = [
 ]
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _num_sampled(k) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise SoftmaxlabError(f"num_sampled must be an integer >= 1, got {k!r}")
     return k
 
 
-def _samples(inputs, weight, bias, labels, num_sampled, sampler, estimator, sampled_values, generator, num_true,
-             shared, unique, in_batch, tf_compat, finite):
-    """Shared front of both losses: checked labels (B, T) and the SampledValues of this step."""
+def _samples(inputs, weight, bias, labels, num_sampled, sampler, estimator, remove_accidental_hits, reduction,
+             sampled_values, generator, num_true, shared, unique, in_batch, tf_compat, finite):
+    """Shared front of both losses: options checked, then labels (B, T), the SampledValues of this step, the hit
+    rule (TF's with tf_compat) and the compute dtype (float64 for float64 inputs, else float32)."""
+    check_options(estimator, reduction, remove_accidental_hits)
+    if tf_compat and estimator != "logq":
+        raise SoftmaxlabError("tf_compat=True reproduces tf.nn.sampled_softmax_loss, which is estimator='logq'; "
+                              "pass estimator='logq'")
     y = prepare(inputs, weight, bias, labels, num_true)
     if finite:
         check_finite("inputs weight bias", inputs, weight, bias)
@@ -84,12 +85,10 @@ def _samples(inputs, weight, bias, labels, num_sampled, sampler, estimator, samp
     if tf_compat and (in_batch or not shared):
         raise SoftmaxlabError("tf_compat=True reproduces TensorFlow, whose draws are shared by the batch; "
                               "pass shared=True, in_batch=False")
-    if in_batch:
-        if sampled_values is not None or num_sampled is not None:
-            raise SoftmaxlabError(
-                "in_batch uses the other labels of the batch as negatives; pass num_sampled=None and no sampled_values"
-            )
-        return y, draw_sampled_values(y, None, resolve_sampler(sampler, C, inputs.device, estimator), in_batch=True)
+    if in_batch and (sampled_values is not None or num_sampled is not None):
+        raise SoftmaxlabError(
+            "in_batch uses the other labels of the batch as negatives; pass num_sampled=None and no sampled_values"
+        )
     if sampled_values is not None:
         sv = check_sampled_values(sampled_values, B, num_true, C, inputs.device)
         if num_sampled is not None and num_sampled != sv.sampled_candidates.shape[-1]:
@@ -97,15 +96,13 @@ def _samples(inputs, weight, bias, labels, num_sampled, sampler, estimator, samp
                 f"num_sampled={num_sampled} but sampled_values hold {sv.sampled_candidates.shape[-1]} ids; "
                 "pass num_sampled=None"
             )
-        return y, sv
-    return y, draw_sampled_values(
-        y, _num_sampled(num_sampled), resolve_sampler(sampler, C, inputs.device, estimator),
-        shared=shared, unique=unique, generator=generator, tf_counts=tf_compat,
-    )
-
-
-def _hit_rule(remove_accidental_hits, tf_compat):
-    return "tf" if tf_compat and remove_accidental_hits is True else remove_accidental_hits
+    else:
+        sv = draw_sampled_values(
+            y, None if in_batch else _num_sampled(num_sampled), resolve_sampler(sampler, C, inputs.device, estimator),
+            shared=shared, unique=unique, generator=generator, in_batch=in_batch, tf_counts=tf_compat,
+        )
+    rule = "tf" if tf_compat and remove_accidental_hits is True else remove_accidental_hits
+    return y, sv, rule, torch.float64 if inputs.dtype == torch.float64 else torch.float32
 
 
 def sampled_softmax_loss(
@@ -142,15 +139,10 @@ def sampled_softmax_loss(
     is an error (one host sync) instead of a NaN loss. Returns the loss reduced by `reduction` ('none': (B,)),
     in float32 for 16-bit inputs (float64 for float64).
     """
-    check_options(estimator, reduction, remove_accidental_hits)
-    if tf_compat and estimator != "logq":
-        raise SoftmaxlabError("tf_compat=True reproduces tf.nn.sampled_softmax_loss, which is estimator='logq'; "
-                              "pass estimator='logq'")
-    y, sv = _samples(inputs, weight, bias, labels, num_sampled, sampler, estimator, sampled_values, generator,
-                     num_true, shared, unique, in_batch, tf_compat, check_finite)
-    cd = _compute_dtype(inputs.dtype)
-    ids, alpha, beta, mask, gamma = log_weights(estimator, y, sv, _hit_rule(remove_accidental_hits, tf_compat),
-                                                in_batch, cd)
+    y, sv, rule, cd = _samples(inputs, weight, bias, labels, num_sampled, sampler, estimator, remove_accidental_hits,
+                               reduction, sampled_values, generator, num_true, shared, unique, in_batch, tf_compat,
+                               check_finite)
+    ids, alpha, beta, mask, gamma = log_weights(estimator, y, sv, rule, in_batch, cd)
     return SampledSoftmaxXent.apply(inputs, weight, bias, y, ids, alpha, beta, mask, gamma, reduction, sparse)
 
 
@@ -163,16 +155,15 @@ def nce_loss(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     one shared draw of K ids), loss_b = sum_t sigmoid_xent(o_t, 1/T) + sum_k sigmoid_xent(o_k, 0), masked hits
     contributing 0. remove_accidental_hits defaults to False, as in TF. Arguments as sampled_softmax_loss;
     reduction 'none' gives TF's per-example (B,) loss."""
-    check_options("logq", reduction, remove_accidental_hits)
-    y, sv = _samples(inputs, weight, bias, labels, num_sampled, sampler, "logq", sampled_values, generator,
-                     num_true, True, unique, False, tf_compat, check_finite)
-    cd = _compute_dtype(inputs.dtype)
+    y, sv, rule, cd = _samples(inputs, weight, bias, labels, num_sampled, sampler, "logq", remove_accidental_hits,
+                               reduction, sampled_values, generator, num_true, True, unique, False, tf_compat,
+                               check_finite)
     T = y.shape[1]
     u, v = CandidateLogits.apply(inputs, weight, bias, y, sv.sampled_candidates, cd, sparse)
     o_t = u - torch.log(sv.true_expected_count.to(y.device, torch.float64)).to(cd)  # (B, T)
     o_s = v - torch.log(sv.sampled_expected_count.to(torch.float64)).to(cd)  # (B, K)
-    mask = hit_mask(sv.sampled_candidates, y, _hit_rule(remove_accidental_hits, tf_compat))
-    mask_(o_s, mask)  # in place on a fresh tensor; softplus(-FLT_MAX) = 0, and so is its gradient
+    # in place on a fresh tensor; softplus(-FLT_MAX) = 0, and so is its gradient
+    mask_(o_s, hit_mask(sv.sampled_candidates, y, rule))
     # sigmoid_xent(o, l) = softplus(o) - o l, as TF computes it
     loss = (F.softplus(o_t) - o_t / T).sum(1) + F.softplus(o_s).sum(1)  # (B,)
     if reduction == "mean":
@@ -299,16 +290,15 @@ class SampledSoftmaxLoss(nn.Module):
     def _install_hooks(self) -> None:
         """The dense-gradient machinery (_GradBuffers); pickling drops tensor hooks, so __setstate__ reinstalls."""
         self._grads = _GradBuffers()
-        for name, p in self._named_rows():
+        for name, p in (("weight", self.weight), ("bias", self.bias)):
+            if p is None:
+                continue
             p.register_hook(lambda g, name=name, p=p: self._grads.seen(name, p, g))
             p.register_post_accumulate_grad_hook(lambda p, name=name: self._densify(name, p))
 
     def _densify(self, name, p) -> None:
         if not self.sparse:
             self._grads.densify(name, p)
-
-    def _named_rows(self):
-        return [(n, p) for n, p in (("weight", self.weight), ("bias", self.bias)) if p is not None]
 
     def _kwargs(self) -> dict:
         # sparse=True always: backward's sparse rows are added into a dense .grad (see _GradBuffers)
@@ -322,13 +312,11 @@ class SampledSoftmaxLoss(nn.Module):
         """sampled_values: this step's fixed candidates (e.g. mixed_sampled_values) instead of the module's draw."""
         if not self.training:
             return self.full_loss(x, labels)
-        if sampled_values is not None:
-            kw = self._kwargs()
-            if "in_batch" in kw:  # NCELoss has none
-                kw["in_batch"] = False
-            return self.loss_fn(x, self.weight, self.bias, labels, None, sampled_values=sampled_values, **kw)
-        return self.loss_fn(x, self.weight, self.bias, labels, self.num_sampled, generator=generator,
-                            **self._kwargs())
+        kw = self._kwargs()
+        if sampled_values is not None and "in_batch" in kw:  # NCELoss has none
+            kw["in_batch"] = False
+        return self.loss_fn(x, self.weight, self.bias, labels, None if sampled_values is not None else self.num_sampled,
+                            generator=generator, sampled_values=sampled_values, **kw)
 
     def full_logits(self, x: torch.Tensor) -> torch.Tensor:
         z = x @ self.weight.T
@@ -345,19 +333,15 @@ class SampledSoftmaxLoss(nn.Module):
         return (torch.logsumexp(z, 1) - z.gather(1, y).mean(1)).mean()
 
     def __getstate__(self):  # pickling (torch.save(module), deepcopy) leaves the reusable gradient buffers behind
-        state = self.__dict__.copy()
-        state["_grads"] = None
-        return state
+        return {**self.__dict__, "_grads": None}
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self._install_hooks()
 
     def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, dim={self.dim}, num_sampled={self.num_sampled}, "
-            f"estimator={self.estimator!r}, sampler={self.sampler!r}"
-        )
+        return (f"num_classes={self.num_classes}, dim={self.dim}, num_sampled={self.num_sampled}, "
+                f"estimator={self.estimator!r}, sampler={self.sampler!r}")
 
 
 class NCELoss(SampledSoftmaxLoss):
@@ -372,7 +356,4 @@ class NCELoss(SampledSoftmaxLoss):
                          remove_accidental_hits=remove_accidental_hits, **kwargs)
 
     def _kwargs(self) -> dict:
-        kw = super()._kwargs()
-        for k in ("estimator", "shared", "in_batch"):
-            del kw[k]
-        return kw
+        return {k: v for k, v in super()._kwargs().items() if k not in ("estimator", "shared", "in_batch")}

@@ -23,23 +23,17 @@ def sampled_softmax_grads(
     in_batch: bool = False,
     with_dx: bool = False,
 ):
-    """Reference closed form, written from the formulas of docs/derivations.md and independent of the Function.
+    """Reference closed form of the sampled softmax loss and its gradients.
 
     For each row, D_b = sum_j A_bj e^{z_bj} with A the estimator's weight per class (counts n_j of class j
     in the sample times its weight, plus the true labels), and loss_b = log D_b - sum_j Y_bj z_bj - shift_b,
     Y the target weights (1/T per true label). Then dl/dz_bj = A_bj e^{z_bj} / D_b - Y_bj,
-    dW = G^T x, db = sum_b G_b, dx = G W. Builds dense (B, C) tensors: for checks on small problems only.
-    Returns (loss, dW, db) or, with with_dx, (loss, dW, db, dx).
+    dW = G^T x, db = sum_b G_b, dx = G W. Returns (loss, dW, db) or, with with_dx, (loss, dW, db, dx).
     """
     check_options(estimator, reduction, remove_accidental_hits)
-    if num_true is None:
-        num_true = 1 if labels.dim() == 1 else labels.shape[1]
-    y = prepare(inputs, weight, bias, labels, num_true)
-    B, T = y.shape
-    C = weight.shape[0]
-    sv = check_sampled_values(sampled_values, B, T, C, inputs.device)
-    A, Y, shift = reference_weights(estimator, y, sv, C, remove_accidental_hits, in_batch, inputs.dtype)
-    z = inputs @ weight.T + (bias if bias is not None else 0.0)  # (B, C)
+    y, sv, z = _dense(inputs, weight, bias, labels, sampled_values, num_true)
+    B = y.shape[0]
+    A, Y, shift = reference_weights(estimator, y, sv, weight.shape[0], remove_accidental_hits, in_batch, inputs.dtype)
     m = torch.where(A > 0, z, torch.full_like(z, -torch.inf)).max(1, keepdim=True).values  # (B, 1)
     E = A * torch.exp(z - m)  # (B, C) terms of D, shifted by the row max
     D = E.sum(1, keepdim=True)
@@ -55,13 +49,21 @@ def sampled_softmax_grads(
     return (*out, G @ weight) if with_dx else out
 
 
+def _dense(inputs, weight, bias, labels, sampled_values, num_true):
+    """Checked labels (B, T) and sampled values, and the dense logits z (B, C)."""
+    if num_true is None:
+        num_true = 1 if labels.dim() == 1 else labels.shape[1]
+    y = prepare(inputs, weight, bias, labels, num_true)
+    sv = check_sampled_values(sampled_values, *y.shape, weight.shape[0], inputs.device)
+    return y, sv, inputs @ weight.T + (bias if bias is not None else 0.0)
+
+
 def _hits(ids, is_true, rule) -> torch.Tensor:
     """(B, K) bool: sampled ids that are true labels of their row; TF's rule ('tf'): only an id's last copy."""
     hit = is_true.gather(1, ids)
     if rule == "tf":
-        K = ids.shape[1]
-        later = (ids[:, :, None] == ids[:, None, :]) & torch.ones(K, K, dtype=torch.bool, device=ids.device).triu(1)
-        hit = hit & ~later.any(2)
+        later = (ids[:, :, None] == ids[:, None, :]).triu(1).any(2)  # (B, K) the id has a later copy
+        hit = hit & ~later
     return hit
 
 
@@ -105,16 +107,11 @@ def nce_grads(inputs, weight, bias, labels, sampled_values, remove_accidental_hi
     and m_k = 0 on masked hits, l_b = sum_t [softplus(o_t) - o_t / T] + sum_k m_k softplus(o_k), and
     dl/dz_j = sum_t 1[y_t = j] (sigmoid(o_t) - 1/T) + sum_k 1[s_k = j] m_k sigmoid(o_k).
     Returns (loss (B,), dW, db, dx) of the summed loss."""
-    if num_true is None:
-        num_true = 1 if labels.dim() == 1 else labels.shape[1]
     check_options("logq", "sum", remove_accidental_hits)
-    y = prepare(inputs, weight, bias, labels, num_true)
+    y, sv, z = _dense(inputs, weight, bias, labels, sampled_values, num_true)
     B, T = y.shape
-    C = weight.shape[0]
-    sv = check_sampled_values(sampled_values, B, T, C, inputs.device)
+    C, dtype = weight.shape[0], z.dtype
     ids = sv.sampled_candidates.expand(B, -1) if sv.sampled_candidates.dim() == 1 else sv.sampled_candidates
-    z = inputs @ weight.T + (bias if bias is not None else 0.0)  # (B, C)
-    dtype = z.dtype
     o_t = z.gather(1, y) - torch.log(sv.true_expected_count.to(dtype))  # (B, T)
     o_s = z.gather(1, ids) - torch.log(sv.sampled_expected_count.to(dtype).expand(B, -1))  # (B, K)
     keep = torch.ones_like(o_s)

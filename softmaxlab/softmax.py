@@ -67,10 +67,7 @@ class SoftmaxXent(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W, b, y):
         _check(x, W, b, y)
-        logits = x @ W.T
-        if b is not None:
-            logits = logits + b
-        p, loss = _probs_and_loss(logits, y)
+        p, loss = _probs_and_loss(x @ W.T if b is None else x @ W.T + b, y)
         ctx.save_for_backward(x, W, p, y)
         ctx.has_bias = b is not None
         return loss.mean()

@@ -82,35 +82,28 @@ def _check_k(K, C: int, unique: bool, support: int) -> int:
     return K
 
 
-def _first_k_distinct(draws: torch.Tensor, K: int) -> tuple[torch.Tensor, int, int]:
-    """First K distinct values of a 1-D draw sequence, in draw order: (ids (K,), tries T, n_distinct)."""
-    M = draws.numel()
-    sorted_vals, perm = torch.sort(draws, stable=True)  # equal values keep draw order
-    first_sorted = torch.ones(M, dtype=torch.bool, device=draws.device)
-    first_sorted[1:] = sorted_vals[1:] != sorted_vals[:-1]
-    first = torch.empty_like(first_sorted).scatter_(0, perm, first_sorted)  # first occurrence, draw order
-    pos = torch.arange(M, device=draws.device)
+def _first_k_distinct(draws: torch.Tensor, K: int, ex: torch.Tensor | None = None):
+    """First K distinct values of draws (M,) or of each row of draws (B, M), in draw order, skipping the values in
+    that row of ex (B, T) if given: (ids (K,) or (B, K), tries, min over rows of n_distinct). tries: an int for
+    (M,), else (B,) the draws (not excluded) up to the K-th distinct one."""
+    M = draws.shape[-1]
+    sorted_vals, perm = torch.sort(draws, dim=-1, stable=True)  # equal values keep draw order
+    first_sorted = torch.ones_like(draws, dtype=torch.bool)
+    first_sorted[..., 1:] = sorted_vals[..., 1:] != sorted_vals[..., :-1]
+    first = torch.empty_like(first_sorted).scatter_(-1, perm, first_sorted)  # first occurrence, draw order
+    if ex is not None:
+        kept = ~(draws[:, :, None] == ex[:, None, :]).any(2)  # (B, M) draws from q' (excluded ones thrown away)
+        first &= kept
+    pos = torch.arange(M, device=draws.device).expand(draws.shape)
     key = torch.where(first, pos, pos + M)  # first occurrences come first, by position
-    sel = torch.topk(key, min(K, M), largest=False, sorted=True).values
-    stats = torch.stack([first.sum(), sel[-1]]).tolist()  # the one host sync per chunk
-    n_distinct, last = int(stats[0]), int(stats[1])
-    return draws[sel % M], last + 1, n_distinct
-
-
-def _first_k_distinct_rows(draws: torch.Tensor, K: int, ex: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per row of draws (B, M), the first K distinct values not in that row of ex (B, T), in draw order:
-    (ids (B, K), tries (B,) = non-excluded draws up to the K-th distinct one, min over rows of n_distinct)."""
-    B, M = draws.shape
-    kept = ~(draws[:, :, None] == ex[:, None, :]).any(2)  # (B, M) draws from q' (excluded ones thrown away)
-    sorted_vals, perm = torch.sort(draws, dim=1, stable=True)
-    first_sorted = torch.ones(B, M, dtype=torch.bool, device=draws.device)
-    first_sorted[:, 1:] = sorted_vals[:, 1:] != sorted_vals[:, :-1]
-    first = torch.empty_like(first_sorted).scatter_(1, perm, first_sorted) & kept  # first kept occurrences
-    pos = torch.arange(M, device=draws.device).expand(B, M)
-    sel = torch.topk(torch.where(first, pos, pos + M), min(K, M), dim=1, largest=False, sorted=True).values
+    sel = torch.topk(key, min(K, M), dim=-1, largest=False, sorted=True).values
+    ids = draws.gather(-1, sel % M)
+    if draws.dim() == 1:
+        n_distinct, last = torch.stack([first.sum(), sel[-1]]).tolist()  # the one host sync per chunk
+        return ids, last + 1, n_distinct
     n_distinct = int(first.sum(1).min())  # the one host sync per chunk
-    tries = torch.cumsum(kept, 1).gather(1, (sel[:, -1:] % M)).squeeze(1)
-    return draws.gather(1, sel % M), tries, n_distinct
+    tries = sel[:, -1] + 1 if ex is None else torch.cumsum(kept, 1).gather(1, (sel[:, -1:] % M)).squeeze(1)
+    return ids, tries, n_distinct
 
 
 class Sampler:
@@ -156,12 +149,9 @@ class Sampler:
         _check_k(K, self.num_classes, unique, self.support)
         self._check_generator(generator)
         if exclude is None:
-            if unique:
-                return self._sample_unique(K, generator)
-            return Draw(self._draw((K,), generator), K)
+            return self._sample_unique(K, generator) if unique else Draw(self._draw((K,), generator), K)
         ex = exclude.to(self.device)
-        if ex.dim() == 1:
-            ex = ex[:, None]
+        ex = ex[:, None] if ex.dim() == 1 else ex
         if ex.dim() != 2 or ex.dtype.is_floating_point:
             raise SoftmaxlabError(
                 f"exclude must be integer ids of shape (B,) or (B, T), got {tuple(exclude.shape)} "
@@ -178,9 +168,8 @@ class Sampler:
                     f"unique per-row sampling of {K} ids needs {K} classes with q > 0 besides the "
                     f"{ex.shape[1]} true ones, only {self.support} have q > 0; lower num_sampled"
                 )
-            return self._sample_unique_rows(K, ex, generator)
-        B = ex.shape[0]
-        ids = self._draw((B, K), generator)
+            return self._sample_unique(K, generator, ex)
+        ids = self._draw((ex.shape[0], K), generator)
         flat = ids.view(-1)
         pos = torch.nonzero((ids[:, :, None] == ex[:, None, :]).any(-1).view(-1)).squeeze(1)  # rejected entries
         for _ in range(_MAX_REJECTION_ROUNDS):
@@ -194,38 +183,24 @@ class Sampler:
             "carry almost all of q; use shared draws (hits masked) or another sampler"
         )
 
-    def _sample_unique(self, K: int, generator) -> Draw:
+    def _sample_unique(self, K: int, generator, ex: torch.Tensor | None = None) -> Draw:
+        """K distinct ids by TensorFlow's algorithm; with ex (B, T), K per row, none of them in that row of ex: the
+        algorithm on each row's stream of draws from q with the excluded ids thrown away (draws from q'), and
+        num_tries (B,) the q'-draws per row."""
         C = self.num_classes
         # Expected tries for K distinct under a uniform q; skewed q need more, hence the doubling loop.
         m0 = math.log1p(-K / C) / math.log1p(-1.0 / C)
-        draws = self._draw((int(1.25 * m0) + 2 * K + 64,), generator)
+        rows = () if ex is None else (ex.shape[0],)
+        draws = self._draw(rows + (int(1.25 * m0) + 2 * K + 64,), generator)
         while True:
-            ids, tries, n_distinct = _first_k_distinct(draws, K)
+            ids, tries, n_distinct = _first_k_distinct(draws, K, ex)
             if n_distinct >= K:
                 return Draw(ids, tries)
             if draws.numel() >= _MAX_UNIQUE_DRAWS:
-                raise SoftmaxlabError(
-                    f"unique sampling found only {n_distinct} of {K} distinct ids in {draws.numel()} draws; "
-                    "lower num_sampled or set unique=False"
-                )
-            draws = torch.cat([draws, self._draw((draws.numel(),), generator)])
-
-    def _sample_unique_rows(self, K: int, ex: torch.Tensor, generator) -> Draw:
-        """K distinct ids per row, none of them in that row of ex: TensorFlow's algorithm on each row's stream
-        of draws from q with the excluded ids thrown away (draws from q'). num_tries: (B,) q'-draws per row."""
-        B, C = ex.shape[0], self.num_classes
-        m0 = math.log1p(-K / C) / math.log1p(-1.0 / C)
-        draws = self._draw((B, int(1.25 * m0) + 2 * K + 64), generator)
-        while True:
-            ids, tries, n_distinct = _first_k_distinct_rows(draws, K, ex)
-            if n_distinct >= K:
-                return Draw(ids, tries)
-            if draws.numel() >= _MAX_UNIQUE_DRAWS:
-                raise SoftmaxlabError(
-                    f"unique per-row sampling found only {n_distinct} of {K} distinct ids in some row after "
-                    f"{draws.shape[1]} draws; lower num_sampled or set unique=False"
-                )
-            draws = torch.cat([draws, self._draw(tuple(draws.shape), generator)], 1)
+                where = f"in some row after {draws.shape[1]} draws" if rows else f"in {draws.numel()} draws"
+                raise SoftmaxlabError(f"unique {'per-row ' if rows else ''}sampling found only {n_distinct} of {K} "
+                                      f"distinct ids {where}; lower num_sampled or set unique=False")
+            draws = torch.cat([draws, self._draw(tuple(draws.shape), generator)], -1)
 
     def expected_count_excluding(
         self, ids: torch.Tensor, K: int, num_tries: torch.Tensor, excluded_mass: torch.Tensor,

@@ -27,7 +27,7 @@ import math
 import torch
 
 from softmaxlab.errors import SoftmaxlabError
-from softmaxlab.samplers.core import Draw, _first_k_distinct_rows
+from softmaxlab.samplers.core import Draw, _first_k_distinct
 
 _PAIRS = 2048  # (example, node) pairs per chunk: bounds the gathered (pairs, d, d) block (268 MB at d = 128)
 
@@ -151,10 +151,9 @@ class KernelSampler:
         hf = self._features(h)
         if not unique:
             return Draw(self._draw(hf, K, generator), K)
-        none = torch.full((hf.shape[0], 1), -1, dtype=torch.long, device=hf.device)
         draws = self._draw(hf, 2 * K, generator)
         while True:
-            ids, tries, n_distinct = _first_k_distinct_rows(draws, K, none)
+            ids, tries, n_distinct = _first_k_distinct(draws, K)
             if n_distinct >= K:
                 return Draw(ids, tries)
             draws = torch.cat([draws, self._draw(hf, draws.shape[1], generator)], 1)
