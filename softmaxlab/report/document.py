@@ -101,7 +101,8 @@ class Section:
 
 def run_links(runs) -> list:
     """Links to the provenance table's rows of these runs (anything with a run_id), space-separated."""
-    return [x for r in runs for x in (" ", Link(r.run_id, f"run-{r.run_id}"))][1:]
+    parts = [x for r in runs for x in (" ", Link(r.run_id, f"run-{r.run_id}"))]
+    return parts[1:]  # no space before the first link
 
 
 # ---- numbers: NaN (one seed, a diverged run) reads n/a -------------------------------------------
@@ -149,4 +150,10 @@ def fmt_cell(v) -> str:
 
 
 def duration(s) -> str:
-    return _na(s, lambda v: f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min" if v < 7200 else f"{v / 3600:.2f} h")
+    return _na(s, _duration)
+
+
+def _duration(v: float) -> str:
+    if v < 120:
+        return f"{v:.1f} s"
+    return f"{v / 60:.1f} min" if v < 7200 else f"{v / 3600:.2f} h"
