@@ -113,7 +113,10 @@ class Engine:
         if B not in self._bufs:
             dev, fdt = self.W[0].device, self.fdt
             outs, ins = [W.size(0) for W in self.W], [W.size(1) for W in self.W]
-            e = lambda *shape, dt=fdt: torch.empty(shape, dtype=dt, device=dev)
+
+            def e(*shape, dt=fdt):
+                return torch.empty(shape, dtype=dt, device=dev)
+
             low = self.low
             self._bufs[B] = dict(
                 x=e(B, ins[0]),  # (B, 784) pixels in [0, 1]
