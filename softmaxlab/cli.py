@@ -29,7 +29,7 @@ from .gradcheck import run_checks
 from .kernel_bias import PROPOSALS, kernel_bias_study
 from .mnist import records, study
 from .mnist.check import check, check_report
-from .mnist.configs import ReproduceConfig, SweepConfig, TrainConfig, check_workers, parse_range, protocol
+from .mnist.configs import ReproduceConfig, SweepConfig, TrainConfig, parse_range, protocol
 from .mnist.data import resolve_data_dir
 from .mnist.engine import precision_note
 from .mnist.models import width_table
@@ -43,7 +43,6 @@ from .report.figures import plot_bias
 # typer >= 0.20 vendors its own click; its exception classes are reachable through typer's public ones.
 UsageError = typer.BadParameter.__bases__[0]
 ClickException = UsageError.__bases__[0]
-EXECUTORS = ("local", "ray")
 PDF_HELP = "Also write report.pdf, printed by headless Chromium (vector figures; provenance as the appendix)."
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -211,13 +210,6 @@ def sweep(cfg: SweepConfig, base: TrainConfig, data_dir: Optional[Path] = DataDi
     base.validate()
     _note(base)
     plan = [c.validate() for c in cfg.plan(base)]
-    if cfg.executor not in EXECUTORS:
-        raise SoftmaxlabError(f"--executor {cfg.executor!r} is unknown: use {' or '.join(EXECUTORS)}")
-    check_workers(cfg.workers)
-    if cfg.workers is not None and cfg.executor == "ray":
-        raise SoftmaxlabError("--workers is for the local executor (Ray schedules its own): drop --workers")
-    if cfg.address is not None and cfg.executor != "ray":
-        raise SoftmaxlabError("--address is for --executor ray: add --executor ray or drop --address")
     if cfg.executor == "ray":
         from .extras.ray import execute_ray, require_ray
 

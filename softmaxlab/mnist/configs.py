@@ -50,6 +50,7 @@ def check_workers(workers) -> None:
 
 WORKERS_HELP = """Runs trained at once, each in its own process with its share of the cores as torch threads; None:
     one per CPU core (1 on CUDA or with --track). A run's metrics depend on its thread count, not on the process."""
+EXECUTORS = ("local", "ray")  # sweep --executor; ray is extras/ray.py
 TRACK_HELP = "none, mlflow ($MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here) or tensorboard (<out>/tb)."
 
 
@@ -171,8 +172,16 @@ class SweepConfig:
     workers: Optional[int] = opt(None, "Local executor: " + WORKERS_HELP)
 
     def plan(self, base: TrainConfig) -> list[TrainConfig]:
+        """The sweep's runs; a bad option raises first."""
         if self.model not in ("mlp", "linear"):
             raise SoftmaxlabError(f"--model {self.model!r} is unknown: use mlp or linear")
+        if self.executor not in EXECUTORS:
+            raise SoftmaxlabError(f"--executor {self.executor!r} is unknown: use {' or '.join(EXECUTORS)}")
+        check_workers(self.workers)
+        if self.workers is not None and self.executor == "ray":
+            raise SoftmaxlabError("--workers is for the local executor (Ray schedules its own): drop --workers")
+        if self.address is not None and self.executor != "ray":
+            raise SoftmaxlabError("--address is for --executor ray: add --executor ray or drop --address")
         seeds = parse_range(self.seeds, "seeds", 0)
         if self.model == "linear":
             return [dataclasses.replace(base, model="linear", seed=s) for s in seeds]
