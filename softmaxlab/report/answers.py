@@ -163,7 +163,7 @@ def verdict(s: Summary) -> list:
     """Q4's one-sentence verdict from the paired tests, and what the seed count can support."""
     tests = [t for t in s.q4_tests if not math.isnan(t.p)]
     n = min((len(t.seeds) for t in s.q4_tests), default=0)
-    if not s.q4_tests or n < 2:
+    if n < 2:  # no tests at all, or one seed
         return [Para(["With one seed per depth there is no paired test: this run cannot say whether depth helps. "
                       "Run with --seeds 10 for a verdict."], note=True)]
     fam = len(tests)

@@ -75,12 +75,11 @@ def intro(s: Summary) -> list:
                             f"{fmt_int(p.train_subset or 50000)} training images and evaluated on the "
                             f"first {fmt_int(p.eval_subset or 10000)} validation and test images. "
                             "These numbers check the pipeline; they are not the study's results."], note=True))
-    glance = [["Q1 linear", s.q1.name, acc_ci(s.q1), fmt_int(s.q1.n)],
-              ["Q2 MLP 784-1024-10", s.q2.name, acc_ci(s.q2), fmt_int(s.q2.n)]]
     best = _best(s.q4)
-    if best is not None:
-        glance.append([f"Q4 best depth (L = {best.layers})", best.name, acc_ci(best), fmt_int(best.n)])
-    blocks.append(Table("glance-table", "Results at a glance", ["question", "model", ACC, "n"], glance))
+    glance = [("Q1 linear", s.q1), ("Q2 MLP 784-1024-10", s.q2)]
+    glance += [(f"Q4 best depth (L = {best.layers})", best)] if best is not None else []
+    blocks.append(Table("glance-table", "Results at a glance", ["question", "model", ACC, "n"],
+                        [[q, a.name, acc_ci(a), fmt_int(a.n)] for q, a in glance]))
     return blocks
 
 
