@@ -23,9 +23,9 @@ def mlp(layers: int, width: int, d_in: int = D_IN, n_out: int = N_OUT) -> nn.Seq
     _check_layers(layers)
     if not isinstance(width, int) or width < 1:
         raise SoftmaxlabError(f"width must be a positive integer, got {width!r}: pass --width 1 or more, or auto")
-    fan_in = [d_in] + [width] * layers
-    hidden = [m for l in range(layers) for m in (nn.Linear(fan_in[l], width), nn.ReLU())]
-    return nn.Sequential(*hidden, nn.Linear(fan_in[-1], n_out))
+    dims = [d_in] + [width] * layers  # each hidden layer's fan-in, then the output layer's
+    hidden = [m for a, b in zip(dims, dims[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+    return nn.Sequential(*hidden, nn.Linear(dims[-1], n_out))
 
 
 def glorot_(model: nn.Module) -> nn.Module:

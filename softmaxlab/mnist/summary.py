@@ -110,13 +110,15 @@ def misclassified(archs: list[Arch], results: list[dict], test_labels) -> tuple[
         return ()
     best = max(scored, key=lambda a: (a.test_acc_mean, a.name))
     worst = min(scored, key=lambda a: (a.test_acc_mean, a.name))
-    picks = [("best", best)] + ([("worst", worst)] if worst is not best else [])
-    firsts = [(label, a, min((r for r in results if r["name"] == a.name and r["status"] == "ok"),
-                             key=lambda r: (r["seed"], r["run_id"]), default=None)) for label, a in picks]
-    return tuple(Misclassified(label, a, r["run_id"], r["seed"], len(r["test_errors"]),
-                               tuple((i, int(test_labels[i]), p)
-                                     for i, p in sorted(r["test_errors"])[:MISCLASSIFIED_SHOWN]))
-                 for label, a, r in firsts if r is not None)
+    out = []
+    for label, a in [("best", best)] + ([("worst", worst)] if worst is not best else []):
+        r = min((r for r in results if r["name"] == a.name and r["status"] == "ok"),
+                key=lambda r: (r["seed"], r["run_id"]), default=None)
+        if r is not None:
+            errs = sorted(r["test_errors"])
+            out.append(Misclassified(label, a, r["run_id"], r["seed"], len(errs),
+                                     tuple((i, int(test_labels[i]), p) for i, p in errs[:MISCLASSIFIED_SHOWN])))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
