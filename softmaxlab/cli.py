@@ -309,16 +309,16 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
     logits = None
     if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
         raise SoftmaxlabError(f"plot path must end in .png or .svg, got {str(plot)!r}")
+    if sampler == "kernel" and mnist:
+        raise SoftmaxlabError("--sampler kernel draws from the logits' factors, which --mnist does not have: "
+                              "drop --mnist (it uses low-rank random logits)")
+    if sampler == "kernel" and mixed:
+        raise SoftmaxlabError("--mixed is a row of the fixed-proposal study: drop --mixed or --sampler kernel")
     if mnist:
         logits = study.mnist_logits(data_dir=data_dir)
         classes = logits[0].shape[1]
     if sampler == "kernel":  # per-example draws: low-rank logits, the kernel beside the fixed proposals
-        if mnist:
-            raise SoftmaxlabError("--sampler kernel draws from the logits' factors, which --mnist does not have: "
-                                  "drop --mnist (it uses low-rank random logits)")
         rows = kernel_bias_study(classes=classes, samples=tuple(ks), seed=seed)
-        if mixed:
-            raise SoftmaxlabError("--mixed is a row of the fixed-proposal study: drop --mixed or --sampler kernel")
         title = "low-rank random logits (d = 32)"
         print(f"C = {classes}, {title}; Z = full normaliser, D = its estimate")
         for name in PROPOSALS:

@@ -205,6 +205,8 @@ ARGS = [
     pytest.param(["sampled", "bias", "--classes", "1"], ["classes", ">= 2"], id="C<2"),
     pytest.param(["sampled", "bias", "--sampler", "zipfian"], ["unknown sampler 'zipfian'", "choose one of"],
                  id="sampler-unknown"),
+    pytest.param(["sampled", "bias", "--sampler", "kernel", "--mixed"], ["--mixed", "drop --mixed"], id="kernel-mixed"),
+    pytest.param(["sampled", "bias", "--sampler", "kernel", "--mnist"], ["--mnist", "drop --mnist"], id="kernel-mnist"),
 ]
 
 
@@ -217,6 +219,19 @@ def test_bad_option_values(argv, needles, fake, tmp_path, capsys, monkeypatch):
     code, err = run_cli(argv, capsys)
     assert_clean_error(code, err, needles, before, tmp_path)
     assert not (out / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--mixed", "--mnist"])
+def test_sampled_bias_conflicts_caught_before_compute(flag, capsys, monkeypatch):
+    """--sampler kernel with --mixed or --mnist fails at once: neither a model nor the study runs first."""
+    from softmaxlab import cli
+
+    def computed(*a, **k):
+        raise AssertionError("computed before the options were checked")
+    monkeypatch.setattr(cli.study, "mnist_logits", computed)
+    monkeypatch.setattr(cli, "kernel_bias_study", computed)
+    code, err = run_cli(["sampled", "bias", "--sampler", "kernel", flag], capsys)
+    assert code == 2 and err.startswith("error: ") and f"drop {flag}" in err, err
 
 
 # ---- 2. config files -------------------------------------------------------------------------------------------
