@@ -309,6 +309,9 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
     logits = None
     if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
         raise SoftmaxlabError(f"plot path must end in .png or .svg, got {str(plot)!r}")
+    if plot is not None and not plot.parent.is_dir():  # say so before the study, not after it
+        raise SoftmaxlabError(f"cannot write the plot {plot}: {plot.parent} is not an existing folder; pick a writable "
+                              f"--plot path")
     if sampler == "kernel" and mnist:
         raise SoftmaxlabError("--sampler kernel draws from the logits' factors, which --mnist does not have: "
                               "drop --mnist (it uses low-rank random logits)")
@@ -334,11 +337,7 @@ def sampled_bias(classes: int = typer.Option(10, help="Number of classes C (rand
         print(f"C = {classes}, proposal {sampler}, {title}; Z = full normaliser, D = its estimate")
         print(format_table(rows))
     if plot is not None:
-        try:
-            plot_bias(BiasStudy(title, classes, sampler, tuple(rows)), plot)
-        except OSError as e:  # a folder, inside a file, read-only, the disk full
-            raise SoftmaxlabError(f"cannot write the plot {plot} ({e.strerror or type(e).__name__}): pass a "
-                                  f"writable file path ending in .png or .svg") from None
+        plot_bias(BiasStudy(title, classes, sampler, tuple(rows)), plot)  # read-only, disk full: its error
         print(f"plot: {plot}")
 
 

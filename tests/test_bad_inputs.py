@@ -205,8 +205,6 @@ ARGS = [
     pytest.param(["sampled", "bias", "--classes", "1"], ["classes", ">= 2"], id="C<2"),
     pytest.param(["sampled", "bias", "--sampler", "zipfian"], ["unknown sampler 'zipfian'", "choose one of"],
                  id="sampler-unknown"),
-    pytest.param(["sampled", "bias", "--sampler", "kernel", "--mixed"], ["--mixed", "drop --mixed"], id="kernel-mixed"),
-    pytest.param(["sampled", "bias", "--sampler", "kernel", "--mnist"], ["--mnist", "drop --mnist"], id="kernel-mnist"),
 ]
 
 
@@ -221,17 +219,21 @@ def test_bad_option_values(argv, needles, fake, tmp_path, capsys, monkeypatch):
     assert not (out / "runs").exists()
 
 
-@pytest.mark.parametrize("flag", ["--mixed", "--mnist"])
-def test_sampled_bias_conflicts_caught_before_compute(flag, capsys, monkeypatch):
-    """--sampler kernel with --mixed or --mnist fails at once: neither a model nor the study runs first."""
+@pytest.mark.parametrize("argv,needle", [
+    (["--sampler", "kernel", "--mixed"], "drop --mixed"),
+    (["--sampler", "kernel", "--mnist"], "drop --mnist"),
+    (["--plot", "/nonexistent/fig.png"], "not an existing folder"),
+], ids=["kernel-mixed", "kernel-mnist", "plot-folder-missing"])
+def test_sampled_bias_options_checked_before_compute(argv, needle, capsys, monkeypatch):
+    """A bad combination or --plot folder fails at once: neither a model nor the study runs first."""
     from softmaxlab import cli
 
     def computed(*a, **k):
         raise AssertionError("computed before the options were checked")
-    monkeypatch.setattr(cli.study, "mnist_logits", computed)
-    monkeypatch.setattr(cli, "kernel_bias_study", computed)
-    code, err = run_cli(["sampled", "bias", "--sampler", "kernel", flag], capsys)
-    assert code == 2 and err.startswith("error: ") and f"drop {flag}" in err, err
+    for owner, name in ((cli.study, "mnist_logits"), (cli, "kernel_bias_study"), (cli, "bias_study")):
+        monkeypatch.setattr(owner, name, computed)
+    code, err = run_cli(["sampled", "bias", *argv], capsys)
+    assert code == 2 and err.startswith("error: ") and needle in err, err
 
 
 # ---- 2. config files -------------------------------------------------------------------------------------------
