@@ -12,6 +12,7 @@ import functools
 import inspect
 import json
 import math
+import re
 import sys
 import time
 import typing
@@ -87,12 +88,13 @@ def config_command(*classes, skip: tuple[str, ...] = ()):
         for name, cls in owner.items():
             f = {f.name: f for f in dataclasses.fields(cls)}[name]
             tp = types[name] = hints[cls][name]
-            default = f.default
+            default, help = f.default, f.metadata["help"]
             if tp == Optional[int]:  # int | None: 'auto' on the command line means None
                 tp, parsers[name] = str, _auto_int(name)
                 default = "auto" if default is None else str(default)
+                help = re.sub(r"\bNone\b", "auto", help)  # the docstring speaks Python, the option says auto
             fields.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=tp,
-                                            default=typer.Option(default, help=f.metadata["help"])))
+                                            default=typer.Option(default, help=help)))
         types.update({k: v for k, v in typing.get_type_hints(fn).items() if k in {p.name for p in own}})
         extra = [inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                    default=typer.Option(None, "--config", help="TOML file of option values "

@@ -208,3 +208,17 @@ def test_cli_config_errors_exit_2_one_line(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "unknown key 'bogus'" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "runs").exists()
+
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "reproduce"])
+def test_help_of_optional_ints_says_auto_not_none(command):
+    """An int | None field is `auto` on the command line: no option's help tells the user to type None."""
+    import typer
+
+    from softmaxlab import cli
+
+    cmd = typer.main.get_command(cli.app).commands[command]
+    assert any(p.default == "auto" for p in cmd.params), "no int | None option found"
+    for p in cmd.params:
+        assert "None" not in (getattr(p, "help", None) or ""), (p.name, p.help)

@@ -60,7 +60,7 @@ class TrainConfig:
     layers: int = opt(1, "Hidden layers L of the MLP (ignored for linear).")
     width: Optional[int] = opt(None, "Hidden width k; None picks the width that keeps L layers at `budget` "
                                "parameters (Q3).")
-    budget: int = opt(BUDGET, "Parameter budget for width=None (814,090: the 784-1024-10 MLP).")
+    budget: int = opt(BUDGET, "Parameter budget for an unset width (814,090: the 784-1024-10 MLP).")
     init: str = opt("glorot", "glorot (Keras's default, as the assignment's Keras runs: Glorot-uniform weights, "
                     "zero biases) or torch (PyTorch's default: uniform +/- 1/sqrt(fan_in)).")
     lr: float = opt(0.01, "SGD learning rate.")
