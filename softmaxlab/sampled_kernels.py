@@ -27,7 +27,8 @@ _ONEDNN = (os.environ.get("SOFTMAXLAB_GEMM", "onednn") != "torch" and torch.back
 def linear(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """a @ b.T (+ bias), (n, k) x (m, k) (+ (m,)) -> (n, m); oneDNN's fp32 GEMM on the CPU (the bias added in
     its epilogue), torch's matmul elsewhere."""
-    if _ONEDNN and a.dtype == b.dtype == torch.float32 and a.device.type == "cpu":
+    if _ONEDNN and a.dtype == b.dtype == torch.float32 and a.device.type == "cpu" and a.numel() and b.numel():
+        # (oneDNN has no primitive for an empty operand: an empty batch goes to torch, which returns zeros)
         if bias is not None:
             bias = bias.contiguous()
         return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
@@ -46,7 +47,7 @@ def gather(x, W, true_ids, sampled_ids, cd, beta=None):
     Ws = W.index_select(0, sampled_ids.reshape(-1)).to(x.dtype)
     u = torch.linalg.vecdot(Wt, x[:, None, :]).to(cd)  # (B, T); bmm of B (1, d) x (d, 1) products is 2-4x slower
     if sampled_ids.dim() == 2:
-        Ws = Ws.view(B, -1, d)
+        Ws = Ws.view(B, sampled_ids.shape[1], d)  # not -1: B = 0 would leave it undefined
         v = torch.bmm(Ws, x[:, :, None]).squeeze(2).to(cd)
     elif beta is not None and x.dtype == cd:
         v, beta = linear(x, Ws, beta.expand(Ws.shape[0])), None

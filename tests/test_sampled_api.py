@@ -263,3 +263,24 @@ def test_onednn_gemms_give_the_matmul_path_results(monkeypatch):
         out[fast] = res
     for a, b_ in zip(out[True], out[False]):
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("loss,kw", [(sampled_softmax_loss, {}), (sampled_softmax_loss, dict(shared=False)),
+                                     (sampled_softmax_loss, dict(unique=True, sparse=True)),
+                                     (sampled_softmax_loss, dict(estimator="as_posed")), (nce_loss, {})])
+def test_an_empty_batch_behaves_as_cross_entropy(loss, kw, dtype):
+    """B = 0 (a ragged last batch, an empty shard): mean NaN, sum 0, none empty, as F.cross_entropy; backward
+    gives zero gradients (it crashed in oneDNN's GEMM for float32, and in a view for per-row draws)."""
+    x = torch.randn(0, D, dtype=dtype, requires_grad=True)
+    W, b = torch.randn(C, D, dtype=dtype, requires_grad=True), torch.zeros(C, dtype=dtype, requires_grad=True)
+    y = torch.zeros(0, dtype=torch.long)
+    ref = torch.nn.functional.cross_entropy(torch.zeros(0, C), y)
+    for reduction, want in (("mean", ref), ("sum", torch.tensor(0.0)), ("none", torch.zeros(0))):
+        got = loss(x, W, b, y, K, reduction=reduction, **kw)
+        assert got.shape == want.shape and torch.equal(got.isnan(), want.isnan())
+        assert torch.equal(got.nan_to_num(), want.nan_to_num().to(got.dtype))
+        got.sum().backward()
+    for p in (W, b):
+        assert float(p.grad.to_dense().abs().sum()) == 0
+    assert x.grad.shape == x.shape
