@@ -27,8 +27,10 @@ _ONEDNN = (os.environ.get("SOFTMAXLAB_GEMM", "onednn") != "torch" and torch.back
 def linear(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """a @ b.T (+ bias), (n, k) x (m, k) (+ (m,)) -> (n, m); oneDNN's fp32 GEMM on the CPU (the bias added in
     its epilogue), torch's matmul elsewhere."""
-    if _ONEDNN and a.dtype == b.dtype == torch.float32 and a.device.type == "cpu" and a.numel() and b.numel():
-        # (oneDNN has no primitive for an empty operand: an empty batch goes to torch, which returns zeros)
+    if (_ONEDNN and a.dtype == b.dtype == torch.float32 and a.device.type == "cpu" and a.numel() and b.numel()
+            and not torch.compiler.is_compiling()):
+        # oneDNN has no primitive for an empty operand (torch returns zeros); under torch.compile inductor lowers
+        # this op only for frozen weights, so the compiled graph gets torch's matmul, which it lowers itself
         if bias is not None:
             bias = bias.contiguous()
         return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
