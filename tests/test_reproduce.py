@@ -50,6 +50,8 @@ def test_quick_answers_every_question(quick):
     for fig in ("loss_curves", "deep_diagnostics"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
     assert "Q1 linear" in p.stdout and "report:" in p.stdout
+    done = [line.split(":")[0] for line in p.stdout.splitlines() if line.startswith("done ")]
+    assert len(done) == 20 and len(set(done)) == 20, done  # a diagnostic or extension run says which it is
     csv = (out / "results.csv").read_text().splitlines()
     assert len(csv) == 21 and len(set(csv)) == 21
 

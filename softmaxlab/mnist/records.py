@@ -252,12 +252,21 @@ def finish_record(cfg, rid: str, d: Path, res: dict, wall_time_s: float, log=pri
     write_json(d / "result.json", result)
     if tracker is not None:
         tracker.end_run(rid, result)
+    label = " ".join([name, f"seed={cfg.seed}", *_set_apart(cfg)])
     if result["status"] == "ok":
-        log(f"done {name} seed={cfg.seed}: {outcome(result)}")
+        log(f"done {label}: {outcome(result)}")
     else:
         at = result["diverged_at"]
-        log(f"DIVERGED {name} seed={cfg.seed} at epoch {at['epoch']} step {at['step']}: recorded, going on")
+        log(f"DIVERGED {label} at epoch {at['epoch']} step {at['step']}: recorded, going on")
     return result
+
+
+def _set_apart(cfg) -> list[str]:
+    """The fields off their defaults that tell a run from another of the same name and seed (a diagnostic run,
+    a swap-grid cell, an lr of the extension): without them the log seemed to train one run twice."""
+    default = {f.name: f.default for f in dataclasses.fields(cfg)}
+    return [f"{k}={getattr(cfg, k)}" for k in ("lr", "init_seed", "data_seed", "diagnostics")
+            if k in default and getattr(cfg, k) != default[k]]
 
 
 def outcome(r: dict) -> str:
