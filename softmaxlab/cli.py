@@ -368,11 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
         return _exit(2)
     except (KeyboardInterrupt, typer.Abort):
-        print("interrupted: finished epochs and runs are saved; re-run the same command to resume",
-              file=sys.stderr)
-        return _exit(130)
+        rv = 130
     except typer.Exit as e:
         return _exit(e.exit_code)
+    if rv == 130:  # Ctrl-C: typer returns one inside a command as exit code 130, not as KeyboardInterrupt
+        print("interrupted: finished epochs and runs are saved; re-run the same command to resume",
+              file=sys.stderr)
     return _exit(rv if isinstance(rv, int) else 0)
 
 

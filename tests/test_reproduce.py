@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -79,3 +80,22 @@ def test_other_protocol_in_same_out_is_refused(quick, mnist_dir):
     p = subprocess.run([sys.executable, "-m", "softmaxlab", "reproduce", "--quick", "--lr", "0.1", "--out", str(out),
                         "--data-dir", str(mnist_dir)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "different study" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_ctrl_c_says_so_in_one_line_and_the_rerun_resumes(mnist_dir, tmp_path):
+    """SIGINT once the first run is done: exit 130 and the one `interrupted:` line on stderr (typer turns Ctrl-C
+    into exit code 130 before our handler sees it, which had dropped the line; a killed helper's tqdm lock
+    had added the resource tracker's warning); then the same command trains only what was left."""
+    cmd = [sys.executable, "-m", "softmaxlab", "reproduce", "--quick", "--no-diagnose", "--out", str(tmp_path),
+           "--data-dir", str(mnist_dir)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    next(line for line in p.stdout if line.startswith("done "))
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and err == ("interrupted: finished epochs and runs are saved; re-run the same "
+                                           "command to resume\n"), err
+    trained = len(list(tmp_path.glob("runs/*/result.json")))  # not the done lines: a helper may die before its own
+    assert 1 <= trained < 9
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("done ") == 9 - trained

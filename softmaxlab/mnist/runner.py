@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -170,6 +171,9 @@ def _die_with_parent(parent: int) -> None:
 def _helper(cfgs, out, data, echo, parent) -> None:
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    # tqdm's default lock is a multiprocessing semaphore, which SIGTERM would leak (the resource tracker then
+    # warns on the parent's stderr after Ctrl-C); a helper draws no bars, so a thread lock does
+    tqdm.set_lock(threading.RLock())
     log = (lambda s: print(s, flush=True)) if echo else (lambda s: None)
     try:
         execute(cfgs, out, data, progress=False, log=log, workers=1, _helper=True)
