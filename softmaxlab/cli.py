@@ -372,9 +372,18 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as e:
         return _exit(e.exit_code)
     if rv == 130:  # Ctrl-C: typer returns one inside a command as exit code 130, not as KeyboardInterrupt
-        print("interrupted: finished epochs and runs are saved; re-run the same command to resume",
-              file=sys.stderr)
+        print(_interrupted(sys.argv[1:] if argv is None else argv), file=sys.stderr)
     return _exit(rv if isinstance(rv, int) else 0)
+
+
+def _interrupted(args: list[str]) -> str:
+    """What Ctrl-C left: only reproduce, sweep and train --out keep records to resume from."""
+    out = any(a == "--out" or a.startswith("--out=") for a in args)
+    if args[:1] in (["reproduce"], ["sweep"]) or (args[:1] == ["train"] and out):
+        return "interrupted: finished epochs and runs are saved; re-run the same command to resume"
+    if args[:1] == ["train"]:
+        return "interrupted: nothing was recorded; pass --out DIR to make a run resumable"
+    return "interrupted"
 
 
 def _exit(code: int) -> int:

@@ -113,3 +113,19 @@ def test_sweep_records_and_resumes(mnist_dir, tmp_path):
     assert len(csv) == 5 and csv[0].startswith("run_id,")
     other = cli(*(args[:-4] + ["--lr", "0.5", "--out", str(tmp_path), "--data-dir", str(mnist_dir)]))
     assert_one_line_error(other, "different study")
+
+
+@pytest.mark.parametrize("args,says", [
+    (["reproduce", "--quick"], "re-run the same command to resume"),
+    (["sweep", "--layers", "1"], "re-run the same command to resume"),
+    (["train", "--out", "d"], "re-run the same command to resume"),
+    (["train", "--out=d"], "re-run the same command to resume"),
+    (["train"], "nothing was recorded; pass --out DIR"),
+    (["sampled", "bias"], "interrupted"),
+])
+def test_ctrl_c_line_says_what_was_kept(args, says):
+    """Only commands that keep records promise a resume (tests/test_reproduce.py sends the real SIGINT)."""
+    from softmaxlab.cli import _interrupted
+
+    line = _interrupted(args)
+    assert line.startswith("interrupted") and says in line and ("resume" in line) == ("resume" in says)
