@@ -106,7 +106,7 @@ def make_study(n_test: int = 10_000) -> tuple[Summary, torch.Tensor]:
         problem1=Problem1(checks, bias, results[0]["run_id"], 12.5), q1=q1, q2=q2,
         q3=tuple(WidthRow(**r) for r in width_table(layers)), q4=tuple(q4), q4_fixed=tuple(fixed),
         runs=tuple(Run.of(r) for r in results),
-        misclassified=misclassified([q1, *q4, *fixed], results, labels), wall_time_s=123.4,
+        misclassified=tuple(misclassified([q1, *q4, *fixed], results, labels)), wall_time_s=123.4,
         **comparisons(q1, q2, q4, results, 814_090), **extension(results, widths, prov))
     return summary, images
 

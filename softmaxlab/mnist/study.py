@@ -104,7 +104,7 @@ def reproduce(cfg: ReproduceConfig, data_dir=None, log=print, tracker=None, prog
         q3=tuple(WidthRow(**r) for r in width_table(layers, base.budget)),
         q4=q4, q4_fixed=fixed,
         runs=tuple(Run.of(r) for r in protocol_runs.values()),
-        misclassified=misclassified(archs, list(protocol_runs.values()), data.test.y),
+        misclassified=tuple(misclassified(archs, list(protocol_runs.values()), data.test.y)),
         wall_time_s=sum(r["wall_time_s"] for r in results.values()) + problem1.wall_time_s,
         **comparisons(q1, q2, q4, list(protocol_runs.values()), base.budget),  # never the extension's runs
         loss_curves=curves, seed_diags=seed_diags(curves),

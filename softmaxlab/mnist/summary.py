@@ -12,6 +12,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,30 +104,30 @@ class Misclassified:
     errors: tuple[tuple[int, int, int], ...]  # (test index, true label, predicted), the first MISCLASSIFIED_SHOWN
 
 
-def misclassified(archs: list[Arch], results: list[dict], test_labels) -> tuple[Misclassified, ...]:
+def misclassified(archs: list[Arch], results: list[dict], test_labels) -> Iterator[Misclassified]:
     """The best and the worst model by mean test accuracy, each from its lowest-seed run that finished."""
     scored = [a for a in archs if not math.isnan(a.test_acc_mean)]
     if not scored:
-        return ()
+        return
     best = max(scored, key=lambda a: (a.test_acc_mean, a.name))
     worst = min(scored, key=lambda a: (a.test_acc_mean, a.name))
-    out = []
     for label, a in [("best", best)] + ([("worst", worst)] if worst is not best else []):
         r = min((r for r in results if r["name"] == a.name and r["status"] == "ok"),
                 key=lambda r: (r["seed"], r["run_id"]), default=None)
         if r is not None:
             errs = sorted(r["test_errors"])
-            out.append(Misclassified(label, a, r["run_id"], r["seed"], len(errs),
-                                     tuple((i, int(test_labels[i]), p) for i, p in errs[:MISCLASSIFIED_SHOWN])))
-    return tuple(out)
+            yield Misclassified(label, a, r["run_id"], r["seed"], len(errs),
+                                tuple((i, int(test_labels[i]), p) for i, p in errs[:MISCLASSIFIED_SHOWN]))
 
 
 @dataclass(frozen=True)
 class Check:
+    """One row of gradcheck.run_checks: a closed-form gradient against torch.autograd in float64."""
+
     name: str
     max_abs_err: float
     tol: float
-    ok: bool
+    ok: bool  # max_abs_err <= tol
 
 
 @dataclass(frozen=True)
