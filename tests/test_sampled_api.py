@@ -286,14 +286,20 @@ def test_an_empty_batch_behaves_as_cross_entropy(loss, kw, dtype):
     assert x.grad.shape == x.shape
 
 
-@pytest.mark.parametrize("loss,kw", [(sampled_softmax_loss, {}), (sampled_softmax_loss, dict(shared=False)),
-                                     (nce_loss, {})])
-def test_torch_compile_gives_the_eager_results(loss, kw, monkeypatch):
-    """Under torch.compile (float32 on the CPU, where eager runs oneDNN's GEMM, which inductor lowers only for
-    frozen weights: compiling failed) the loss and the gradients are eager's."""
+@pytest.fixture
+def one_compile_thread():
+    """Inductor without its pool of compile worker processes (tens of seconds to start on 2 cores)."""
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)  # no pool of compile workers to start
+    with torch._inductor.config.patch(compile_threads=1):
+        yield
+
+
+@pytest.mark.parametrize("loss,kw", [(sampled_softmax_loss, {}), (sampled_softmax_loss, dict(shared=False)),
+                                     (nce_loss, {})])
+def test_torch_compile_gives_the_eager_results(loss, kw, one_compile_thread):
+    """Under torch.compile (float32 on the CPU, where eager runs oneDNN's GEMM, which inductor lowers only for
+    frozen weights: compiling failed) the loss and the gradients are eager's."""
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)
     x, W, b = torch.randn(B, D, generator=g), torch.randn(C, D, generator=g), torch.randn(C, generator=g)
@@ -309,12 +315,9 @@ def test_torch_compile_gives_the_eager_results(loss, kw, monkeypatch):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_torch_compile_of_a_model_with_the_module(monkeypatch):
+def test_torch_compile_of_a_model_with_the_module(one_compile_thread):
     """The README's use: a model ending in SampledSoftmaxLoss (dense .grad from its buffer), compiled, trains
     as the eager copy does, step for step."""
-    import torch._inductor.config
-
-    monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)
     torch._dynamo.reset()
     torch.manual_seed(0)
     eager = torch.nn.ModuleDict(dict(enc=torch.nn.Linear(D, D), head=SampledSoftmaxLoss(C, D, K)))
