@@ -210,7 +210,6 @@ def test_cli_config_errors_exit_2_one_line(tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "runs").exists()
 
 
-
 @pytest.mark.parametrize("command", ["train", "sweep", "reproduce"])
 def test_help_of_optional_ints_says_auto_not_none(command):
     """An int | None field is `auto` on the command line: no option's help tells the user to type None."""

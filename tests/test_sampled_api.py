@@ -322,8 +322,8 @@ def test_torch_compile_of_a_model_with_the_module(one_compile_thread):
     torch.manual_seed(0)
     eager = torch.nn.ModuleDict(dict(enc=torch.nn.Linear(D, D), head=SampledSoftmaxLoss(C, D, K)))
     compiled = copy.deepcopy(eager)
-    run = torch.compile(lambda m, x, y, g: m["head"](m["enc"](x), y, generator=g))
-    for m, fn in ((eager, lambda m, x, y, g: m["head"](m["enc"](x), y, generator=g)), (compiled, run)):
+    forward = lambda m, x, y, g: m["head"](m["enc"](x), y, generator=g)
+    for m, fn in ((eager, forward), (compiled, torch.compile(forward))):
         opt = torch.optim.Adam(m.parameters(), lr=0.01)
         for i, (x, y) in enumerate(batches(3)):
             opt.zero_grad()

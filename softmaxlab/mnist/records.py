@@ -265,8 +265,7 @@ def _set_apart(cfg) -> list[str]:
     """The fields off their defaults that tell a run from another of the same name and seed (a diagnostic run,
     a swap-grid cell, an lr of the extension): without them the log seemed to train one run twice."""
     default = {f.name: f.default for f in dataclasses.fields(cfg)}
-    return [f"{k}={getattr(cfg, k)}" for k in ("lr", "init_seed", "data_seed", "diagnostics")
-            if k in default and getattr(cfg, k) != default[k]]
+    return [f"{k}={getattr(cfg, k)}" for k in CONFIG_COLUMNS if k in default and getattr(cfg, k) != default[k]]
 
 
 def outcome(r: dict) -> str:
