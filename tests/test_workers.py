@@ -2,6 +2,7 @@
 trained once, helpers that die with their parent."""
 
 import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -131,3 +132,39 @@ def test_a_runs_thread_count_does_not_leak_into_the_caller():
     before = torch.get_num_threads()
     res = train(dataclasses.replace(BASE, threads=1, epochs=1), fakes.fake_data(128, 64))
     assert res["threads"] == 1 and torch.get_num_threads() == before
+
+
+class Writes:
+    """A stdout that records each write() call: one call per line is what keeps lines whole on a shared pipe."""
+
+    def __init__(self):
+        self.calls = []
+
+    def write(self, s):
+        self.calls.append(s)
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+def test_each_done_line_is_one_write(tmp_path, monkeypatch):
+    """print() writes the text, then the newline; unbuffered (PYTHONUNBUFFERED) those are two writes, and a
+    helper's line landed between them in CI ('...cpu)done mlp-L5...'). execute's default log writes once."""
+    monkeypatch.setattr(sys, "stdout", Writes())
+    execute(PLAN[:2], tmp_path, fakes.fake_data(128, 64), progress=False, workers=1)
+    calls = sys.stdout.calls
+    assert len(calls) == 2 and all(c.startswith("done ") and c.count("\n") == 1 and c.endswith("\n")
+                                   for c in calls), calls
+
+
+
+def test_helpers_print_with_one_write_too(monkeypatch):
+    """A helper echoes its done lines with the same one-write say() (run in-process, its process set-up off)."""
+    got = {}
+    monkeypatch.setattr(workers, "_die_with_parent", lambda parent: None)
+    monkeypatch.setattr(workers.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(workers.tqdm, "set_lock", lambda lock: None)
+    monkeypatch.setattr(workers, "execute", lambda *a, log, **k: got.setdefault("log", log))
+    workers._helper(PLAN, "out", None, True, os.getpid())
+    assert got["log"] is workers.say

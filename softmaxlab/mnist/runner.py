@@ -50,6 +50,7 @@ def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool
     progress = sys.stderr.isatty() if progress is None else progress
     ids = [records.run_id(c.identity()) for c in cfgs]
     n = resolve(workers, cfgs, tracker)
+    log = say if log is print else log  # helpers print to our stdout too: one write per line (see say)
     order = list(zip(cfgs, ids))
     helpers = []
     if n > 1:
@@ -57,7 +58,7 @@ def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool
         order = [(c, records.run_id(c.identity())) for c in cfgs]
         todo = [c for c, rid in order if not (out / "runs" / rid / "result.json").exists()]
         if len(todo) > 1:
-            helpers = _start(min(n, len(todo)) - 1, cfgs, out, data, echo=log is print)
+            helpers = _start(min(n, len(todo)) - 1, cfgs, out, data, echo=log is say)
     try:
         results = _execute(order, out, data, progress, log, tracker, helpers, _helper)
     finally:
@@ -107,6 +108,14 @@ def run_one(cfg: TrainConfig, out: Path, data: Data, wait: bool = False, progres
 
 
 # ---- helper processes ---------------------------------------------------------------------------------------
+
+
+def say(line: str) -> None:
+    """Print a line in one write, flushed. print() writes the text, then the newline: where stdout is
+    unbuffered (PYTHONUNBUFFERED, common in CI and containers) those are two writes, and a helper's line
+    printed between them runs on after ours. One write under PIPE_BUF (4 KiB) lands whole on a pipe."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def cpu_count() -> int:
@@ -174,7 +183,7 @@ def _helper(cfgs, out, data, echo, parent) -> None:
     # tqdm's default lock is a multiprocessing semaphore, which SIGTERM would leak (the resource tracker then
     # warns on the parent's stderr after Ctrl-C); a helper draws no bars, so a thread lock does
     tqdm.set_lock(threading.RLock())
-    log = (lambda s: print(s, flush=True)) if echo else (lambda s: None)
+    log = say if echo else (lambda s: None)
     try:
         execute(cfgs, out, data, progress=False, log=log, workers=1, _helper=True)
     except BaseException:  # noqa: BLE001 -- whatever it was, the parent trains the runs we leave
