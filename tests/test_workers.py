@@ -150,13 +150,27 @@ class Writes:
 
 def test_each_done_line_is_one_write(tmp_path, monkeypatch):
     """print() writes the text, then the newline; unbuffered (PYTHONUNBUFFERED) those are two writes, and a
-    helper's line landed between them in CI ('...cpu)done mlp-L5...'). execute's default log writes once."""
-    monkeypatch.setattr(sys, "stdout", Writes())
-    execute(PLAN[:2], tmp_path, fakes.fake_data(128, 64), progress=False, workers=1)
-    calls = sys.stdout.calls
-    assert len(calls) == 2 and all(c.startswith("done ") and c.count("\n") == 1 and c.endswith("\n")
-                                   for c in calls), calls
+    helper's line landed between them in CI ('...cpu)done mlp-L5...'). execute's log writes once: by default,
+    given print, and given print after Ray swapped builtins.print for its own (tqdm_ray does, in-process)."""
+    import builtins
 
+    real_print = builtins.print
+
+    def ray_print(*a, **k):  # tqdm_ray's safe_print, as far as stdout sees it
+        real_print(*a, **k)
+
+    data = fakes.fake_data(128, 64)
+    for patched in (False, True):
+        for given_print in (False, True):
+            with monkeypatch.context() as m:
+                if patched:
+                    m.setattr(builtins, "print", ray_print)
+                m.setattr(sys, "stdout", Writes())
+                execute(PLAN[:2], tmp_path / f"{patched}{given_print}", data, progress=False, workers=1,
+                        **({"log": builtins.print} if given_print else {}))
+                calls = sys.stdout.calls
+            assert len(calls) == 2 and all(c.startswith("done ") and c.count("\n") == 1 and c.endswith("\n")
+                                           for c in calls), (patched, given_print, calls)
 
 
 def test_helpers_print_with_one_write_too(monkeypatch):

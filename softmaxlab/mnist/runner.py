@@ -35,8 +35,16 @@ from .engine import resolve_device
 from .train import train
 
 
+def say(line: str) -> None:
+    """Print a line in one write, flushed. print() writes the text, then the newline: where stdout is
+    unbuffered (PYTHONUNBUFFERED, common in CI and containers) those are two writes, and a helper's line
+    printed between them runs on after ours. One write under PIPE_BUF (4 KiB) lands whole on a pipe."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool | None = None,
-            log=print, tracker=None, workers: int | None = 1, _helper: bool = False) -> list[dict]:
+            log=say, tracker=None, workers: int | None = 1, _helper: bool = False) -> list[dict]:
     """Run every config not yet done under `out`; return all their results (in plan order).
 
     Another process working on the same --out holds a run's lock: we skip it, do the rest, then wait for it.
@@ -50,7 +58,7 @@ def execute(cfgs: list[TrainConfig], out: str | Path, data: Data, progress: bool
     progress = sys.stderr.isatty() if progress is None else progress
     ids = [records.run_id(c.identity()) for c in cfgs]
     n = resolve(workers, cfgs, tracker)
-    log = say if log is print else log  # helpers print to our stdout too: one write per line (see say)
+    log = say if log is print else log  # helpers print to our stdout too (see say)
     order = list(zip(cfgs, ids))
     helpers = []
     if n > 1:
@@ -108,14 +116,6 @@ def run_one(cfg: TrainConfig, out: Path, data: Data, wait: bool = False, progres
 
 
 # ---- helper processes ---------------------------------------------------------------------------------------
-
-
-def say(line: str) -> None:
-    """Print a line in one write, flushed. print() writes the text, then the newline: where stdout is
-    unbuffered (PYTHONUNBUFFERED, common in CI and containers) those are two writes, and a helper's line
-    printed between them runs on after ours. One write under PIPE_BUF (4 KiB) lands whole on a pipe."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 def cpu_count() -> int:
